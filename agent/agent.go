@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/sluiceio/sluice/agent/broker"
+	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/agent/ingest"
+	"github.com/sluiceio/sluice/agent/pipeline"
+	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/rules"
+	"github.com/sluiceio/sluice/uplink"
+)
+
+// runAgent wires the config into sources, the pipeline, the buffer and the
+// uplinks, and runs them until ctx ends. Shutdown order keeps the delivery
+// guarantee: sources stop handing out messages, the pipeline commits what it
+// holds and acks it, then the MQTT clients disconnect, the forwarders stop and
+// the buffer closes.
+func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data dir: %w", err)
+	}
+	if cfg.Broker != nil {
+		b, err := broker.Start(cfg.Broker.Listen, log)
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		log.Info("built-in broker listening", "addr", cfg.Broker.Listen)
+	}
+
+	uplinkNames := make([]string, len(cfg.Uplinks))
+	for i, u := range cfg.Uplinks {
+		uplinkNames[i] = u.Name
+	}
+	buf, err := buffer.Open(cfg.Buffer.Path, buffer.Options{Uplinks: uplinkNames, NoSync: cfg.Buffer.NoSync})
+	if err != nil {
+		return err
+	}
+	defer buf.Close()
+
+	inputs := make([]*pipeline.Input, len(cfg.Inputs))
+	inputIndex := map[string]int{}
+	for i, in := range cfg.Inputs {
+		inputs[i] = &pipeline.Input{Name: in.Name, MaxPayload: in.MQTT.MaxPayload}
+		inputIndex[in.Name] = i
+	}
+	var rs []*pipeline.Rule
+	for _, r := range cfg.Rules {
+		plan, err := rules.Compile(r.Spec())
+		if err != nil {
+			return fmt.Errorf("rule %s: %w", r.Name, err) // validated already
+		}
+		rs = append(rs, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To})
+	}
+	p := pipeline.New(buf, inputs, rs, pipeline.Options{
+		Gateway:            cfg.Gateway,
+		Tags:               tagFields(cfg.Tags),
+		CommitInterval:     cfg.Buffer.CommitInterval,
+		CommitMaxRecords:   cfg.Buffer.CommitMaxRecords,
+		CheckpointInterval: cfg.Buffer.CheckpointInterval,
+		Logger:             log,
+	})
+	if err := p.Restore(); err != nil {
+		return err
+	}
+
+	// Forwarders first: a backlog from the last run starts draining at once.
+	fwdCtx, stopForwarders := context.WithCancel(context.Background())
+	defer stopForwarders()
+	var fwdWG sync.WaitGroup
+	for _, u := range cfg.Uplinks {
+		up, err := newUplink(cfg, u, log)
+		if err != nil {
+			return err
+		}
+		defer up.Close()
+		f := &pipeline.Forwarder{Buffer: buf, Uplink: up, BatchSize: u.NATS.BatchSize, Logger: log}
+		fwdWG.Add(1)
+		go func() {
+			defer fwdWG.Done()
+			if err := f.Run(fwdCtx); err != nil {
+				log.Error("forwarder stopped", "uplink", u.Name, "err", err)
+			}
+		}()
+	}
+
+	pipeCtx, stopPipeline := context.WithCancel(context.Background())
+	defer stopPipeline()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- p.Run(pipeCtx) }()
+
+	srcCtx, stopSources := context.WithCancel(ctx)
+	defer stopSources()
+	var sources []*ingest.MQTT
+	for i, in := range cfg.Inputs {
+		m := in.MQTT
+		password, err := secret(m.PasswordFile, m.PasswordEnv)
+		if err != nil {
+			return fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		src := ingest.NewMQTT(ingest.MQTTOptions{
+			Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
+			Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
+			ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: log,
+		})
+		src.SessionPresent = func(present bool) { p.SessionPresent(i, present) }
+		if err := src.Start(srcCtx, p.In()); err != nil {
+			log.Warn("input not connected yet; retrying in the background", "input", in.Name, "err", err)
+		}
+		sources = append(sources, src)
+	}
+	log.Info("sluice running", "version", version, "gateway", cfg.Gateway, "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks), "buffer", cfg.Buffer.Path)
+
+	<-ctx.Done()
+	log.Info("stopping")
+	stopSources()
+	stopPipeline()
+	err = <-pipeDone
+	for _, s := range sources {
+		s.Close()
+	}
+	stopForwarders()
+	fwdWG.Wait()
+	for i, in := range inputs {
+		log.Info("input totals", "input", in.Name, "received", sources[i].Received.Load(), "messages", in.Stats.Messages.Load(),
+			"dead_letters", in.Stats.DeadLetters.Load(), "duplicates", in.Stats.Duplicates.Load())
+	}
+	for _, r := range rs {
+		st := r.Plan.Stats
+		log.Info("rule totals", "rule", r.Plan.Name(), "processed", st.Processed, "filtered", st.Filtered, "late", st.Late, "groups_dropped", st.GroupsDropped, "emitted", st.Emitted)
+	}
+	log.Info("buffer totals", "commits", p.Stats.Commits.Load(), "outputs", p.Stats.Outputs.Load(), "records", buf.Records(), "last_seq", buf.LastSeq())
+	return err
+}
+
+func newUplink(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Uplink, error) {
+	subject, err := uplink.ParseSubject(u.NATS.Subject)
+	if err != nil {
+		return nil, fmt.Errorf("uplink %s: %w", u.Name, err)
+	}
+	return uplink.NewNATS(u.Name, u.NATS.URL,
+		uplink.WithGateway(cfg.Gateway),
+		uplink.WithSubject(subject),
+		uplink.WithMaxInFlight(u.NATS.MaxInFlight),
+		uplink.WithLogger(log))
+}
+
+// secret reads a secret from a file or an environment variable; secrets are
+// never written in the config itself.
+func secret(file, env string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("read secret: %w", err)
+		}
+		return strings.TrimRight(string(b), "\r\n"), nil
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			return "", fmt.Errorf("secret: environment variable %s is not set", env)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+func tagFields(tags map[string]string) []rules.Field {
+	names := make([]string, 0, len(tags))
+	for k := range tags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	fs := make([]rules.Field, len(names))
+	for i, k := range names {
+		fs[i] = rules.Field{Name: k, Value: rules.String(tags[k])}
+	}
+	return fs
+}

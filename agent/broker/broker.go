@@ -1,0 +1,55 @@
+// Package broker runs an optional MQTT broker inside the agent (mochi-mqtt),
+// for gateways that have none. It is configured for a consumer that acks only
+// after a durable commit: offline queues and in-flight windows are raised
+// above mochi's defaults, which would cap them (DESIGN.md "Dependencies").
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Broker is a running built-in broker.
+type Broker struct {
+	srv *mqtt.Server
+}
+
+// Start listens on addr (host:port) and serves until Close.
+// Any client may connect: bind it to loopback unless the network is trusted.
+func Start(addr string, log *slog.Logger) (*Broker, error) {
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumInflight = 65535
+	caps.MaximumClientWritesPending = 64 * 1024
+	srv := mqtt.New(&mqtt.Options{Capabilities: caps, InlineClient: false, Logger: log.With("component", "broker")})
+	if err := srv.AddHook(new(allowAll), nil); err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
+		return nil, fmt.Errorf("broker listen %s: %w", addr, err)
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, fmt.Errorf("broker serve %s: %w", addr, err)
+	}
+	return &Broker{srv: srv}, nil
+}
+
+// Close stops the broker.
+func (b *Broker) Close() error { return b.srv.Close() }
+
+// allowAll lets every client connect and use every topic. mochi's own
+// auth.AllowHook would pull gopkg.in/yaml.v3 into the binary for its ledger.
+type allowAll struct{ mqtt.HookBase }
+
+func (h *allowAll) ID() string { return "allow-all" }
+
+func (h *allowAll) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck
+}
+
+func (h *allowAll) OnConnectAuthenticate(*mqtt.Client, packets.Packet) bool { return true }
+
+func (h *allowAll) OnACLCheck(*mqtt.Client, string, bool) bool { return true }

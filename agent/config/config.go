@@ -1,0 +1,314 @@
+// Package config is the agent's configuration file: its YAML form, strict
+// decoding (unknown keys are errors) and validation that names the line and
+// field path of every error. Other packages never see YAML: the agent turns a
+// Config into constructor calls.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole agent configuration.
+type Config struct {
+	Gateway string            `yaml:"gateway"`  // this gateway's id; in every envelope
+	DataDir string            `yaml:"data_dir"` // buffer and state
+	Tags    map[string]string `yaml:"tags"`     // static tags added to every output
+	Broker  *Broker           `yaml:"broker"`   // optional built-in MQTT broker
+	Inputs  []Input           `yaml:"inputs"`
+	Rules   []Rule            `yaml:"rules"`
+	Uplinks []Uplink          `yaml:"uplinks"`
+	Buffer  Buffer            `yaml:"buffer"`
+	Log     Log               `yaml:"log"`
+}
+
+// Broker runs an MQTT broker inside the agent, for gateways without one.
+type Broker struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:1883
+}
+
+// Input is one source of records.
+type Input struct {
+	Name   string     `yaml:"name"`
+	MQTT   *MQTTInput `yaml:"mqtt"`
+	Format string     `yaml:"format"` // json (default)
+}
+
+// MQTTInput subscribes to topics of an MQTT broker.
+type MQTTInput struct {
+	URL          string        `yaml:"url"`       // tcp://host:1883
+	Topics       []string      `yaml:"topics"`    // filters, + and # allowed
+	QoS          *int          `yaml:"qos"`       // default 1
+	ClientID     string        `yaml:"client_id"` // default sluice-<gateway>-<input>
+	Username     string        `yaml:"username"`
+	PasswordFile string        `yaml:"password_file"` // secrets come from files or env
+	PasswordEnv  string        `yaml:"password_env"`
+	ReadCoalesce *Duration     `yaml:"read_coalesce"` // wait before a socket read; 0 turns it off
+	MaxPayload   int           `yaml:"max_payload"`   // bytes; larger payloads are dead letters
+	KeepAlive    time.Duration `yaml:"keep_alive"`
+}
+
+// Rule is one rule in its structured form.
+type Rule struct {
+	Name      string   `yaml:"name"`
+	From      string   `yaml:"from"` // input name
+	Where     string   `yaml:"where"`
+	GroupBy   []string `yaml:"group_by"`
+	Window    *Window  `yaml:"window"`
+	Select    Select   `yaml:"select"`
+	Having    string   `yaml:"having"`
+	MaxGroups int      `yaml:"max_groups"`
+	To        []string `yaml:"to"` // uplink names; empty: every uplink
+}
+
+// Window is a rule's window.
+type Window struct {
+	Tumbling time.Duration `yaml:"tumbling"`
+}
+
+// Select is an ordered mapping of output names to expressions.
+type Select []SelectItem
+
+// SelectItem is one entry of a select mapping.
+type SelectItem struct {
+	Name string
+	Expr string
+	line int
+}
+
+// UnmarshalYAML keeps the order of the mapping, which is the order of the
+// values in every output.
+func (s *Select) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("line %d: select must be a mapping of name: expression", n.Line)
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("line %d: select.%s must be an expression", v.Line, k.Value)
+		}
+		*s = append(*s, SelectItem{Name: k.Value, Expr: v.Value, line: v.Line})
+	}
+	return nil
+}
+
+// Uplink is one upstream destination.
+type Uplink struct {
+	Name string      `yaml:"name"`
+	NATS *NATSUplink `yaml:"nats"`
+}
+
+// NATSUplink publishes to NATS, with JetStream acks where a stream covers
+// the subject.
+type NATSUplink struct {
+	URL         string `yaml:"url"`
+	Subject     string `yaml:"subject"` // template: {gateway}, {rule}
+	MaxInFlight int    `yaml:"max_in_flight"`
+	BatchSize   int    `yaml:"batch_size"`
+}
+
+// Buffer configures the store-and-forward file and group commit.
+type Buffer struct {
+	Path               string        `yaml:"path"`                // default <data_dir>/buffer.db
+	CommitInterval     time.Duration `yaml:"commit_interval"`     // longest wait of an input for its commit
+	CommitMaxRecords   int           `yaml:"commit_max_records"`  // commit once this many inputs wait
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // window state of QoS 0 inputs
+	NoSync             bool          `yaml:"no_sync"`             // benchmarks only
+}
+
+// Log configures logging.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// Duration is a time.Duration that may be set to 0 explicitly (nil: default).
+type Duration = time.Duration
+
+// Defaults.
+const (
+	DefaultCommitInterval     = 10 * time.Millisecond
+	DefaultCommitMaxRecords   = 2000
+	DefaultCheckpointInterval = time.Second
+	DefaultReadCoalesce       = time.Millisecond
+	DefaultMaxPayload         = 256 << 10
+	DefaultSubject            = "sluice.{gateway}.{rule}"
+)
+
+// Load reads, decodes strictly and validates the file at path, and fills in
+// defaults. Errors name the file, the line and the field.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a config document.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	var root yaml.Node
+	_ = yaml.Unmarshal(data, &root) // decoded above; only for line numbers
+	if errs := c.Validate(); len(errs) > 0 {
+		for i := range errs {
+			errs[i].Line = lineOf(&root, errs[i].Path)
+		}
+		return nil, errs
+	}
+	c.setDefaults()
+	return &c, nil
+}
+
+func (c *Config) setDefaults() {
+	if c.DataDir == "" {
+		c.DataDir = "data"
+	}
+	if c.Buffer.Path == "" {
+		c.Buffer.Path = filepath.Join(c.DataDir, "buffer.db")
+	}
+	if c.Buffer.CommitInterval <= 0 {
+		c.Buffer.CommitInterval = DefaultCommitInterval
+	}
+	if c.Buffer.CommitMaxRecords <= 0 {
+		c.Buffer.CommitMaxRecords = DefaultCommitMaxRecords
+	}
+	if c.Buffer.CheckpointInterval <= 0 {
+		c.Buffer.CheckpointInterval = DefaultCheckpointInterval
+	}
+	if c.Broker != nil && c.Broker.Listen == "" {
+		c.Broker.Listen = "127.0.0.1:1883"
+	}
+	for i := range c.Inputs {
+		in := &c.Inputs[i]
+		if in.Format == "" {
+			in.Format = "json"
+		}
+		if m := in.MQTT; m != nil {
+			if m.QoS == nil {
+				q := 1
+				m.QoS = &q
+			}
+			if m.ClientID == "" {
+				m.ClientID = "sluice-" + c.Gateway + "-" + in.Name
+			}
+			if m.ReadCoalesce == nil {
+				d := DefaultReadCoalesce
+				m.ReadCoalesce = &d
+			}
+			if m.MaxPayload <= 0 {
+				m.MaxPayload = DefaultMaxPayload
+			}
+			if m.KeepAlive <= 0 {
+				m.KeepAlive = 30 * time.Second
+			}
+		}
+	}
+	for i := range c.Uplinks {
+		if n := c.Uplinks[i].NATS; n != nil {
+			if n.Subject == "" {
+				n.Subject = DefaultSubject
+			}
+			if n.MaxInFlight <= 0 {
+				n.MaxInFlight = 256
+			}
+			if n.BatchSize <= 0 {
+				n.BatchSize = 500
+			}
+		}
+	}
+}
+
+// FieldError is one invalid field.
+type FieldError struct {
+	Path string // rules[0].where
+	Line int    // in the file, 0 when unknown
+	Msg  string
+}
+
+func (e FieldError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("line %d: %s: %s", e.Line, e.Path, e.Msg)
+	}
+	return e.Path + ": " + e.Msg
+}
+
+// Errors is every error found in a config.
+type Errors []FieldError
+
+func (es Errors) Error() string {
+	s := make([]string, len(es))
+	for i, e := range es {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// lineOf finds the line of a field path (a.b[2].c) in a YAML tree.
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := n.Line
+	for _, part := range splitPath(path) {
+		var next *yaml.Node
+		switch {
+		case part.index >= 0 && n.Kind == yaml.SequenceNode && part.index < len(n.Content):
+			next = n.Content[part.index]
+		case part.index < 0 && n.Kind == yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == part.name {
+					next = n.Content[i+1]
+					break
+				}
+			}
+		}
+		if next == nil {
+			return line
+		}
+		n, line = next, next.Line
+	}
+	return line
+}
+
+type pathPart struct {
+	name  string
+	index int
+}
+
+func splitPath(path string) []pathPart {
+	var parts []pathPart
+	for _, seg := range strings.Split(path, ".") {
+		name, rest, _ := strings.Cut(seg, "[")
+		if name != "" {
+			parts = append(parts, pathPart{name: name, index: -1})
+		}
+		for rest != "" {
+			num, after, _ := strings.Cut(rest, "]")
+			var i int
+			fmt.Sscanf(num, "%d", &i)
+			parts = append(parts, pathPart{index: i})
+			_, rest, _ = strings.Cut(after, "[")
+		}
+	}
+	return parts
+}
+
+var errRequired = errors.New("is required")

@@ -1,0 +1,163 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/sluiceio/sluice/rules"
+	"github.com/sluiceio/sluice/uplink"
+)
+
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate returns every error in c, each with its field path. Lines are
+// filled in by Parse.
+func (c *Config) Validate() Errors {
+	var errs Errors
+	add := func(path, format string, args ...any) {
+		errs = append(errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	checkName := func(path, name string, seen map[string]bool) {
+		switch {
+		case name == "":
+			add(path, "%v", errRequired)
+		case !namePattern.MatchString(name):
+			add(path, "%q: use letters, digits, _ and - (at most 64)", name)
+		case seen[name]:
+			add(path, "%q is used twice", name)
+		}
+		seen[name] = true
+	}
+	checkName("gateway", c.Gateway, map[string]bool{})
+
+	inputs := map[string]bool{}
+	for i, in := range c.Inputs {
+		p := fmt.Sprintf("inputs[%d]", i)
+		checkName(p+".name", in.Name, inputs)
+		if in.Format != "" && in.Format != "json" {
+			add(p+".format", "%q is not supported (json)", in.Format)
+		}
+		if in.MQTT == nil {
+			add(p, "needs a source: mqtt")
+			continue
+		}
+		m := in.MQTT
+		if u, err := url.Parse(m.URL); err != nil || u.Host == "" {
+			add(p+".mqtt.url", "%q is not a broker URL like tcp://127.0.0.1:1883", m.URL)
+		} else if u.Scheme != "tcp" && u.Scheme != "mqtt" {
+			add(p+".mqtt.url", "scheme %q is not supported (tcp, mqtt)", u.Scheme)
+		}
+		if len(m.Topics) == 0 {
+			add(p+".mqtt.topics", "needs at least one topic filter")
+		}
+		for j, t := range m.Topics {
+			if err := checkTopicFilter(t); err != nil {
+				add(fmt.Sprintf("%s.mqtt.topics[%d]", p, j), "%q: %v", t, err)
+			}
+		}
+		if m.QoS != nil && (*m.QoS < 0 || *m.QoS > 2) {
+			add(p+".mqtt.qos", "must be 0, 1 or 2, got %d", *m.QoS)
+		}
+		if m.ReadCoalesce != nil && (*m.ReadCoalesce < 0 || *m.ReadCoalesce > 100*time.Millisecond) {
+			add(p+".mqtt.read_coalesce", "must be between 0 and 100ms, got %s", *m.ReadCoalesce)
+		}
+		if m.PasswordFile != "" && m.PasswordEnv != "" {
+			add(p+".mqtt.password_file", "set password_file or password_env, not both")
+		}
+	}
+
+	uplinks := map[string]bool{}
+	for i, u := range c.Uplinks {
+		p := fmt.Sprintf("uplinks[%d]", i)
+		checkName(p+".name", u.Name, uplinks)
+		if u.NATS == nil {
+			add(p, "needs a destination: nats")
+			continue
+		}
+		if pu, err := url.Parse(u.NATS.URL); err != nil || pu.Host == "" {
+			add(p+".nats.url", "%q is not a server URL like nats://127.0.0.1:4222", u.NATS.URL)
+		}
+		if u.NATS.Subject != "" {
+			if err := checkSubject(u.NATS.Subject); err != nil {
+				add(p+".nats.subject", "%v", err)
+			}
+		}
+	}
+	if len(c.Uplinks) == 0 {
+		add("uplinks", "needs at least one uplink")
+	}
+
+	ruleNames := map[string]bool{}
+	for i, r := range c.Rules {
+		p := fmt.Sprintf("rules[%d]", i)
+		checkName(p+".name", r.Name, ruleNames)
+		if r.From == "" {
+			add(p+".from", "%v", errRequired)
+		} else if !inputs[r.From] {
+			add(p+".from", "no input is named %q", r.From)
+		}
+		for j, to := range r.To {
+			if !uplinks[to] {
+				add(fmt.Sprintf("%s.to[%d]", p, j), "no uplink is named %q", to)
+			}
+		}
+		if _, err := rules.Compile(r.Spec()); err != nil {
+			var se *rules.SpecError
+			if errors.As(err, &se) {
+				field := se.Field
+				if field == "window.tumbling" && r.Window == nil {
+					field = "window"
+				}
+				add(p+"."+field, "%v", se.Err)
+			} else {
+				add(p, "%v", err)
+			}
+		}
+	}
+	if len(c.Rules) == 0 {
+		add("rules", "needs at least one rule")
+	}
+	return errs
+}
+
+// Spec translates the rule into the rules package's form.
+func (r *Rule) Spec() rules.Spec {
+	s := rules.Spec{Name: r.Name, Where: r.Where, GroupBy: r.GroupBy, Having: r.Having, MaxGroups: r.MaxGroups}
+	if r.Window != nil {
+		s.Tumbling = r.Window.Tumbling
+		if s.Tumbling == 0 {
+			s.Tumbling = -1 // a window without a size is an error, not a stateless rule
+		}
+	}
+	for _, it := range r.Select {
+		s.Select = append(s.Select, rules.SelectItem{Name: it.Name, Expr: it.Expr})
+	}
+	return s
+}
+
+func checkTopicFilter(t string) error {
+	if t == "" {
+		return errors.New("empty filter")
+	}
+	for i := 0; i < len(t); i++ {
+		switch t[i] {
+		case '#':
+			if i != len(t)-1 || (i > 0 && t[i-1] != '/') {
+				return errors.New("# must be the last level on its own")
+			}
+		case '+':
+			if (i > 0 && t[i-1] != '/') || (i < len(t)-1 && t[i+1] != '/') {
+				return errors.New("+ must fill a whole level")
+			}
+		}
+	}
+	return nil
+}
+
+func checkSubject(s string) error {
+	_, err := uplink.ParseSubject(s)
+	return err
+}

@@ -1,0 +1,172 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// MQTTOptions configure an MQTT source.
+type MQTTOptions struct {
+	Input        int // index stamped on every Message
+	URL          string
+	ClientID     string
+	Topics       []string
+	QoS          byte
+	Username     string
+	Password     string
+	KeepAlive    time.Duration
+	ReadCoalesce time.Duration
+	MaxPayload   int
+	Logger       *slog.Logger
+}
+
+// MQTT subscribes to topic filters with a persistent session
+// (CleanSession=false) and auto-ack disabled: a QoS 1/2 message is acked only
+// when the pipeline calls its Acker, after the commit that covers it. It
+// reconnects forever with capped backoff and resubscribes.
+//
+// paho calls the message handler from its router goroutine; the handler blocks
+// on the pipeline's channel, which is the source's backpressure.
+type MQTT struct {
+	opts   MQTTOptions
+	client mqtt.Client
+	log    *slog.Logger
+	out    chan<- Message
+	ctx    context.Context
+
+	// SessionPresent is called with the session-present flag of each CONNACK,
+	// before any message of that connection is handed out.
+	SessionPresent func(present bool)
+
+	Received  atomic.Uint64
+	Oversized atomic.Uint64
+	Connects  atomic.Uint64
+	connected atomic.Bool
+}
+
+// NewMQTT returns a source; Start connects it.
+func NewMQTT(opts MQTTOptions) *MQTT {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &MQTT{opts: opts, log: log.With("input", opts.ClientID)}
+}
+
+// Connected reports whether the client is connected now.
+func (s *MQTT) Connected() bool { return s.connected.Load() }
+
+// Start connects and subscribes, sending messages to out until ctx ends. It
+// returns once the first connection attempt finished; if the broker is down
+// it keeps trying in the background and returns nil.
+func (s *MQTT) Start(ctx context.Context, out chan<- Message) error {
+	s.out, s.ctx = out, ctx
+	o := mqtt.NewClientOptions().
+		AddBroker(s.opts.URL).
+		SetClientID(s.opts.ClientID).
+		SetCleanSession(false).
+		SetAutoAckDisabled(true).
+		SetOrderMatters(true).
+		SetAutoReconnect(true).
+		SetConnectRetry(true).
+		SetConnectRetryInterval(time.Second).
+		SetMaxReconnectInterval(30 * time.Second).
+		SetKeepAlive(s.opts.KeepAlive).
+		SetResumeSubs(false).
+		SetCustomOpenConnectionFn(s.dial).
+		SetOnConnectHandler(s.onConnect).
+		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+			s.connected.Store(false)
+			s.log.Warn("mqtt connection lost", "err", err)
+		})
+	if s.opts.Username != "" {
+		o.SetUsername(s.opts.Username)
+		o.SetPassword(s.opts.Password)
+	}
+	s.client = mqtt.NewClient(o)
+	t := s.client.Connect()
+	select {
+	case <-t.Done():
+	case <-time.After(5 * time.Second):
+	case <-ctx.Done():
+	}
+	if err := t.Error(); err != nil {
+		return fmt.Errorf("mqtt %s: connect: %w", s.opts.URL, err)
+	}
+	return nil
+}
+
+// dial opens the TCP connection and wraps it for buffered, coalesced reads.
+func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+	d := net.Dialer{Timeout: o.ConnectTimeout}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "1883")
+	}
+	c, err := d.Dial("tcp", host)
+	if err != nil {
+		return nil, err
+	}
+	return newReadConn(c, s.opts.ReadCoalesce, s.SessionPresent), nil
+}
+
+// onConnect subscribes on every (re)connect: with a persistent session the
+// broker keeps subscriptions, but a broker that lost its state does not.
+func (s *MQTT) onConnect(c mqtt.Client) {
+	s.connected.Store(true)
+	s.Connects.Add(1)
+	filters := make(map[string]byte, len(s.opts.Topics))
+	for _, t := range s.opts.Topics {
+		filters[t] = s.opts.QoS
+	}
+	t := c.SubscribeMultiple(filters, s.handle)
+	go func() {
+		if t.WaitTimeout(10*time.Second) && t.Error() == nil {
+			s.log.Info("mqtt subscribed", "url", s.opts.URL, "topics", s.opts.Topics)
+			return
+		}
+		err := t.Error()
+		if err == nil {
+			err = errors.New("no SUBACK within 10s")
+		}
+		s.log.Error("mqtt subscribe failed; reconnecting", "err", err)
+		c.Disconnect(0)
+	}()
+}
+
+func (s *MQTT) handle(_ mqtt.Client, m mqtt.Message) {
+	s.Received.Add(1)
+	msg := Message{
+		Input:    s.opts.Input,
+		Topic:    m.Topic(),
+		Payload:  m.Payload(),
+		Received: time.Now(),
+		PacketID: m.MessageID(),
+		Dup:      m.Duplicate(),
+	}
+	if m.Qos() > 0 {
+		msg.Acker = m
+	}
+	select {
+	case s.out <- msg:
+	case <-s.ctx.Done():
+		// Not acked: the broker redelivers it to the next session.
+	}
+}
+
+// Close disconnects. Call it after the pipeline stopped, so that the acks of
+// its last commit are sent.
+func (s *MQTT) Close() {
+	if s.client != nil {
+		s.client.Disconnect(250)
+	}
+	s.connected.Store(false)
+}

@@ -1,0 +1,104 @@
+// Command sluice is the Sluice edge gateway agent: it ingests local telemetry
+// over MQTT, applies rules, keeps every result in a durable buffer and
+// forwards it upstream to NATS / JetStream.
+//
+//	sluice run --config sluice.yaml
+//	sluice validate --config sluice.yaml
+//	sluice version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/sluiceio/sluice/agent/config"
+)
+
+// version is stamped at build time: -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: sluice <command> [flags]
+
+commands:
+  run --config FILE        run the agent
+  validate --config FILE   check a config; exit 1 listing each error's line and field
+  version                  print the version
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "sluice %s\n", version)
+		return 0
+	case "validate":
+		path, ok := configFlag("validate", args, stderr)
+		if !ok {
+			return 2
+		}
+		if _, err := config.Load(path); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "%s: ok\n", path)
+		return 0
+	case "run":
+		path, ok := configFlag("run", args, stderr)
+		if !ok {
+			return 2
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		log := newLogger(cfg.Log, stderr)
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if err := runAgent(ctx, cfg, log); err != nil && !errors.Is(err, context.Canceled) {
+			log.Error("agent stopped", "err", err)
+			return 1
+		}
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
+	return 2
+}
+
+func configFlag(name string, args []string, stderr io.Writer) (string, bool) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "sluice.yaml", "config file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return "", false
+	}
+	return *path, true
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated; empty means info
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

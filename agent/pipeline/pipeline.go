@@ -1,0 +1,407 @@
+// Package pipeline is the agent's single-goroutine core: it decodes messages
+// into records, runs the rule plans, and group-commits their outputs, the
+// plans' state and the inputs' redelivery records to the buffer; only after a
+// commit returns does it release the inputs that commit covers.
+package pipeline
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluiceio/sluice/agent/ingest"
+	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/rules"
+)
+
+// Input is the input stage of one configured input.
+type Input struct {
+	Name       string
+	MaxPayload int // bytes; 0: no limit
+
+	decoder ingest.JSONDecoder
+	// Redelivery record (DESIGN.md "Delivery guarantee" 2): packet id → hash
+	// of topic and payload of messages whose commit succeeded.
+	committed map[uint16]uint64
+	pending   []buffer.KV
+	reset     bool
+
+	Stats InputStats
+}
+
+// InputStats are an input stage's counters.
+type InputStats struct {
+	Messages    atomic.Uint64
+	DeadLetters atomic.Uint64
+	Duplicates  atomic.Uint64 // redeliveries recognised and skipped
+	mu          sync.Mutex
+	lastDead    DeadLetter
+}
+
+// DeadLetter is a sample of a rejected message.
+type DeadLetter struct {
+	Topic  string
+	Reason string
+	Sample string // the payload's first bytes
+	Time   time.Time
+}
+
+// LastDeadLetter returns the most recent dead letter.
+func (s *InputStats) LastDeadLetter() DeadLetter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.lastDead
+}
+
+// Rule is a compiled plan with where its records come from and its outputs go.
+type Rule struct {
+	Plan     *rules.Plan
+	Input    int      // index of the input it reads
+	To       []string // uplink names; empty: all
+	Priority buffer.Priority
+}
+
+// Options tune group commit.
+type Options struct {
+	Gateway            string
+	Tags               []rules.Field
+	CommitInterval     time.Duration // longest an acked input waits for its commit
+	CommitMaxRecords   int           // commit at once when this many inputs wait
+	CheckpointInterval time.Duration // how often window state of unacked (QoS 0) input is saved
+	TickInterval       time.Duration // how often windows are checked for closing
+	Logger             *slog.Logger
+}
+
+// Pipeline is driven by Run on one goroutine; Stats may be read from others.
+type Pipeline struct {
+	opts   Options
+	buf    *buffer.Buffer
+	inputs []*Input
+	rules  []*Rule
+	byIn   [][]*Rule
+	log    *slog.Logger
+
+	in chan ingest.Message
+
+	// Pending work of the next commit.
+	rec       rules.Record
+	outs      []rules.Output
+	entries   []buffer.Entry
+	acks      []ingest.Acker
+	waiting   int       // messages since the last commit
+	firstWait time.Time // arrival of the oldest of them
+	lastSave  time.Time
+
+	Stats Stats
+}
+
+// Stats are the pipeline's counters.
+type Stats struct {
+	Commits      atomic.Uint64
+	CommitErrors atomic.Uint64
+	Outputs      atomic.Uint64
+	CommitNanos  atomic.Uint64 // total time spent in Commit
+}
+
+// New builds a pipeline; Restore must be called before Run.
+func New(buf *buffer.Buffer, inputs []*Input, rs []*Rule, opts Options) *Pipeline {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.TickInterval <= 0 {
+		opts.TickInterval = 100 * time.Millisecond
+	}
+	p := &Pipeline{opts: opts, buf: buf, inputs: inputs, rules: rs, log: opts.Logger,
+		in: make(chan ingest.Message, 4096), byIn: make([][]*Rule, len(inputs))}
+	for _, r := range rs {
+		p.byIn[r.Input] = append(p.byIn[r.Input], r)
+	}
+	return p
+}
+
+// In is the channel sources send messages to.
+func (p *Pipeline) In() chan<- ingest.Message { return p.in }
+
+func ruleScope(name string) string   { return "rule/" + name }
+func dedupScope(input string) string { return "mqtt-redelivery/" + input }
+
+// Restore loads the rules' window state and the inputs' redelivery records
+// from the buffer. A rule whose saved state no longer fits (its definition
+// changed) starts empty, with a warning.
+func (p *Pipeline) Restore() error {
+	for _, r := range p.rules {
+		if !r.Plan.Windowed() {
+			continue
+		}
+		kvs, err := p.buf.LoadState(ruleScope(r.Plan.Name()))
+		if err != nil {
+			return err
+		}
+		entries := make([]rules.StateEntry, len(kvs))
+		for i, kv := range kvs {
+			entries[i] = rules.StateEntry{Key: string(kv.Key), Value: kv.Value}
+		}
+		if err := r.Plan.Restore(entries); err != nil {
+			p.log.Warn("rule state partly restored", "rule", r.Plan.Name(), "err", err)
+		}
+	}
+	for _, in := range p.inputs {
+		kvs, err := p.buf.LoadState(dedupScope(in.Name))
+		if err != nil {
+			return err
+		}
+		in.committed = make(map[uint16]uint64, len(kvs))
+		for _, kv := range kvs {
+			if len(kv.Key) == 2 && len(kv.Value) == 8 {
+				in.committed[binary.BigEndian.Uint16(kv.Key)] = binary.BigEndian.Uint64(kv.Value)
+			}
+		}
+	}
+	return nil
+}
+
+// SessionPresent tells the pipeline whether the broker kept input's session.
+// Without a session there is nothing to redeliver, so its record is dropped.
+// It is safe to call from the source's goroutine.
+func (p *Pipeline) SessionPresent(input int, present bool) {
+	if present {
+		return
+	}
+	p.in <- ingest.Message{Input: input, PacketID: 0, Topic: sessionReset}
+}
+
+// sessionReset marks a control message on the input channel; "$" topics
+// cannot be subscribed to with wildcards, so no broker message collides.
+const sessionReset = "$sluice/session-reset"
+
+// Run processes messages until ctx ends, then commits what is pending and
+// returns. Sources should stop sending before ctx ends or right after.
+func (p *Pipeline) Run(ctx context.Context) error {
+	tick := time.NewTicker(p.opts.TickInterval)
+	defer tick.Stop()
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	armed := false
+	p.lastSave = time.Now()
+	for {
+		select {
+		case m := <-p.in:
+			p.handle(m)
+			// Take what else is queued without blocking: one wake-up, many messages.
+			for n := 0; n < 512; n++ {
+				select {
+				case m := <-p.in:
+					p.handle(m)
+					continue
+				default:
+				}
+				break
+			}
+		case now := <-tick.C:
+			for _, r := range p.rules {
+				p.outs = r.Plan.Tick(now, p.outs[:0])
+				p.addOutputs(r, p.outs)
+			}
+			if p.stateDirty() && now.Sub(p.lastSave) >= p.opts.CheckpointInterval {
+				p.commit(ctx)
+			}
+		case <-timer.C:
+			armed = false
+			p.commit(ctx)
+		case <-ctx.Done():
+			p.drain()
+			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			p.commit(final)
+			cancel()
+			return nil
+		}
+		switch {
+		case p.waiting >= p.opts.CommitMaxRecords:
+			p.commit(ctx)
+		case (len(p.acks) > 0 || len(p.entries) > 0) && !armed:
+			armed = true
+			d := p.opts.CommitInterval - time.Since(p.firstWait)
+			timer.Reset(max(d, 0))
+		}
+	}
+}
+
+// drain handles what sources queued before they stopped.
+func (p *Pipeline) drain() {
+	for {
+		select {
+		case m := <-p.in:
+			p.handle(m)
+		default:
+			return
+		}
+	}
+}
+
+func (p *Pipeline) stateDirty() bool {
+	for _, r := range p.rules {
+		if r.Plan.Dirty() {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *Pipeline) handle(m ingest.Message) {
+	in := p.inputs[m.Input]
+	if m.Topic == sessionReset {
+		clear(in.committed)
+		in.pending = in.pending[:0]
+		in.reset = true
+		return
+	}
+	in.Stats.Messages.Add(1)
+	if m.Acker != nil {
+		if p.waiting == 0 && len(p.entries) == 0 {
+			p.firstWait = m.Received
+		}
+		p.waiting++
+		p.acks = append(p.acks, m.Acker)
+		h := messageHash(m.Topic, m.Payload)
+		if m.Dup {
+			if prev, ok := in.committed[m.PacketID]; ok && prev == h {
+				// Committed before a crash whose ack never reached the broker.
+				in.Stats.Duplicates.Add(1)
+				return
+			}
+		}
+		var k [2]byte
+		var v [8]byte
+		binary.BigEndian.PutUint16(k[:], m.PacketID)
+		binary.BigEndian.PutUint64(v[:], h)
+		in.pending = append(in.pending, buffer.KV{Key: append([]byte(nil), k[:]...), Value: append([]byte(nil), v[:]...)})
+	}
+	if in.MaxPayload > 0 && len(m.Payload) > in.MaxPayload {
+		p.deadLetter(in, m, fmt.Sprintf("payload of %d bytes exceeds max_payload %d", len(m.Payload), in.MaxPayload))
+		return
+	}
+	p.rec.Reset()
+	p.rec.Time = m.Received
+	p.rec.Topic = m.Topic
+	if err := in.decoder.Decode(m.Payload, &p.rec); err != nil {
+		p.deadLetter(in, m, err.Error())
+		return
+	}
+	for _, r := range p.byIn[m.Input] {
+		p.outs = r.Plan.Process(&p.rec, p.outs[:0])
+		if len(p.outs) > 0 {
+			p.addOutputs(r, p.outs)
+		}
+	}
+}
+
+// messageHash identifies a message by topic and payload (the packet id alone
+// is reused by the broker once a flow completed). FNV-1a: stable across
+// restarts, since the hashes are saved.
+func messageHash(topic string, payload []byte) uint64 {
+	const prime = 1099511628211
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(topic); i++ {
+		h = (h ^ uint64(topic[i])) * prime
+	}
+	h = (h ^ 0xff) * prime
+	for _, c := range payload {
+		h = (h ^ uint64(c)) * prime
+	}
+	return h
+}
+
+func (p *Pipeline) deadLetter(in *Input, m ingest.Message, reason string) {
+	in.Stats.DeadLetters.Add(1)
+	sample := m.Payload
+	if len(sample) > 256 {
+		sample = sample[:256]
+	}
+	in.Stats.mu.Lock()
+	in.Stats.lastDead = DeadLetter{Topic: m.Topic, Reason: reason, Sample: strings.ToValidUTF8(string(sample), "?"), Time: m.Received}
+	in.Stats.mu.Unlock()
+	p.log.Debug("dead letter", "input", in.Name, "topic", m.Topic, "reason", reason)
+}
+
+func (p *Pipeline) addOutputs(r *Rule, outs []rules.Output) {
+	if len(outs) == 0 {
+		return
+	}
+	if len(p.entries) == 0 && p.waiting == 0 {
+		p.firstWait = time.Now()
+	}
+	for i := range outs {
+		o := &outs[i]
+		p.entries = append(p.entries, buffer.Entry{
+			Rule:     o.Rule,
+			Key:      o.GroupKey(),
+			Priority: r.Priority,
+			Routes:   r.To,
+			Payload:  o.AppendJSON(nil, p.opts.Tags),
+		})
+	}
+}
+
+// commit saves pending outputs, state and redelivery records in one
+// transaction, then releases the inputs it covers. A failed commit (disk full,
+// I/O error) is retried with backoff; meanwhile nothing is acked and the
+// sources block: that is the backpressure.
+func (p *Pipeline) commit(ctx context.Context) {
+	c := buffer.Commit{Entries: p.entries}
+	for _, r := range p.rules {
+		if r.Plan.Dirty() {
+			sc := r.Plan.Checkpoint()
+			ch := buffer.StateChange{Scope: ruleScope(r.Plan.Name()), Reset: sc.Reset, Puts: make([]buffer.KV, len(sc.Puts))}
+			for i, e := range sc.Puts {
+				ch.Puts[i] = buffer.KV{Key: []byte(e.Key), Value: e.Value}
+			}
+			c.State = append(c.State, ch)
+		}
+	}
+	for _, in := range p.inputs {
+		if in.reset || len(in.pending) > 0 {
+			c.State = append(c.State, buffer.StateChange{Scope: dedupScope(in.Name), Reset: in.reset, Puts: in.pending})
+		}
+	}
+	start := time.Now()
+	backoff := 10 * time.Millisecond
+	for {
+		err := p.buf.Commit(&c)
+		if err == nil {
+			break
+		}
+		p.Stats.CommitErrors.Add(1)
+		p.log.Error("commit failed; inputs stay unacked and the commit is retried", "err", err, "retry_in", backoff)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			// Shutting down: nothing is acked, so the broker redelivers.
+			return
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+	p.Stats.CommitNanos.Add(uint64(time.Since(start)))
+	p.Stats.Commits.Add(1)
+	p.Stats.Outputs.Add(uint64(len(p.entries)))
+	for _, a := range p.acks {
+		a.Ack()
+	}
+	for _, in := range p.inputs {
+		for _, kv := range in.pending {
+			in.committed[binary.BigEndian.Uint16(kv.Key)] = binary.BigEndian.Uint64(kv.Value)
+		}
+		in.pending = in.pending[:0]
+		in.reset = false
+	}
+	clear(p.acks)
+	p.acks = p.acks[:0]
+	clear(p.entries)
+	p.entries = p.entries[:0]
+	p.waiting = 0
+	p.lastSave = time.Now()
+}

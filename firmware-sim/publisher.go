@@ -1,0 +1,278 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+const (
+	// MaxInflight bounds unacknowledged QoS 1 messages per connection (below
+	// mochi's default receive maximum of 1024). Publish waits for a slot.
+	MaxInflight = 1000
+	// AckTimeout is how long a QoS 1 message may wait for its PUBACK before it
+	// counts as an error. paho with a clean session drops in-flight messages
+	// on reconnect without completing their tokens; this bounds that case.
+	AckTimeout     = 10 * time.Second
+	connectTimeout = 10 * time.Second
+	writeTimeout   = 5 * time.Second
+	slabSize       = 64 << 10
+)
+
+// ErrNotConnected is counted for a QoS 0 message offered while its
+// connection is down: paho would drop it silently.
+var ErrNotConnected = errors.New("connection is down, QoS 0 message dropped")
+
+// ErrAckTimeout is counted for a QoS 1 message not acknowledged within
+// AckTimeout, or not by the end of the shutdown grace period.
+var ErrAckTimeout = errors.New("no PUBACK in time")
+
+type pendingAck struct {
+	tok      mqtt.Token
+	deadline time.Time
+}
+
+type conn struct {
+	id      string
+	client  mqtt.Client
+	slots   chan struct{}   // QoS 1: one per message in flight
+	pending chan pendingAck // QoS 1: tokens in publish order, for the acker
+	ackDone chan struct{}   // QoS 1: closed when the acker returns
+	last    mqtt.Token      // QoS 0: the last message handed to paho
+}
+
+// publisher spreads messages over one or more MQTT connections and counts
+// what happened to them.
+//
+// Publish and Close are called from a single goroutine (the send loop); one
+// acker goroutine per connection settles QoS 1 tokens. Sent, Acked and Errors
+// may be read from any goroutine at any time.
+type publisher struct {
+	broker string
+	qos    byte
+	conns  []*conn
+	abort  chan struct{} // closed when the shutdown grace period is over
+	logf   func(format string, args ...any)
+
+	sent, acked, errs atomic.Uint64
+	firstErr          sync.Once
+	firstErrMsg       atomic.Pointer[string]
+
+	slab []byte // payload copies are carved from here; paho keeps the slice
+}
+
+// newPublisher prepares n connections to broker. The client IDs are clientID
+// when n is 1, clientID-0 .. clientID-(n-1) otherwise. logf receives
+// connection events; it must be safe for concurrent use.
+func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ...any)) *publisher {
+	p := &publisher{broker: broker, qos: qos, abort: make(chan struct{}), logf: logf}
+	for i := range n {
+		id := clientID
+		if n > 1 {
+			id = fmt.Sprintf("%s-%d", clientID, i)
+		}
+		opts := mqtt.NewClientOptions().
+			AddBroker(broker).
+			SetClientID(id).
+			SetCleanSession(true).
+			SetAutoReconnect(true).
+			SetConnectRetry(true).
+			SetConnectRetryInterval(time.Second).
+			SetMaxReconnectInterval(5 * time.Second).
+			SetConnectTimeout(5 * time.Second).
+			SetWriteTimeout(writeTimeout).
+			SetKeepAlive(30 * time.Second).
+			SetOrderMatters(false).
+			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+				logf("connection %s to %s lost: %v", id, broker, err)
+			}).
+			SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
+				logf("connection %s reconnecting to %s", id, broker)
+			})
+		c := &conn{id: id, client: mqtt.NewClient(opts)}
+		if qos > 0 {
+			c.slots = make(chan struct{}, MaxInflight)
+			c.pending = make(chan pendingAck, MaxInflight)
+			c.ackDone = make(chan struct{})
+		}
+		p.conns = append(p.conns, c)
+	}
+	return p
+}
+
+// Connect connects every connection and returns when all are up. It returns
+// an error, after disconnecting, if one fails, if not all are up within
+// connectTimeout or if ctx is done first.
+func (p *publisher) Connect(ctx context.Context) error {
+	toks := make([]mqtt.Token, len(p.conns))
+	for i, c := range p.conns {
+		toks[i] = c.client.Connect()
+	}
+	timer := time.NewTimer(connectTimeout)
+	defer timer.Stop()
+	for i, tok := range toks {
+		var err error
+		select {
+		case <-tok.Done():
+			err = tok.Error()
+		case <-timer.C:
+			err = fmt.Errorf("not connected after %s", connectTimeout)
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		if err != nil {
+			for _, c := range p.conns {
+				c.client.Disconnect(0)
+			}
+			return fmt.Errorf("connect to %s as %s: %w", p.broker, p.conns[i].id, err)
+		}
+	}
+	if p.qos > 0 {
+		for _, c := range p.conns {
+			go p.ack(c)
+		}
+	}
+	return nil
+}
+
+// Publish hands one message to connection i. It copies payload. A failure to
+// publish is counted and returned; the only error that is not counted is
+// ctx's, returned when ctx is done while waiting for a QoS 1 slot.
+func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []byte) error {
+	c := p.conns[i]
+	if p.qos == 0 {
+		if !c.client.IsConnectionOpen() {
+			return p.fail(ErrNotConnected)
+		}
+		tok := c.client.Publish(topic, 0, false, p.copy(payload))
+		select {
+		case <-tok.Done(): // usually not yet: QoS 0 completes once written
+			if err := tok.Error(); err != nil {
+				return p.fail(err)
+			}
+		default:
+		}
+		c.last = tok
+		p.sent.Add(1)
+		return nil
+	}
+
+	select {
+	case c.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	tok := c.client.Publish(topic, p.qos, false, p.copy(payload))
+	select {
+	case <-tok.Done():
+		if err := tok.Error(); err != nil { // not connected, no message IDs, write timeout
+			<-c.slots
+			return p.fail(err)
+		}
+	default:
+	}
+	p.sent.Add(1)
+	c.pending <- pendingAck{tok: tok, deadline: time.Now().Add(AckTimeout)}
+	return nil
+}
+
+// ack settles the QoS 1 tokens of c in publish order until c.pending is
+// closed, giving each until its deadline or until p.abort.
+func (p *publisher) ack(c *conn) {
+	defer close(c.ackDone)
+	var timer *time.Timer
+	for pa := range c.pending {
+		select {
+		case <-pa.tok.Done():
+		default:
+			d := time.Until(pa.deadline)
+			if timer == nil {
+				timer = time.NewTimer(d)
+			} else {
+				timer.Reset(d)
+			}
+			select {
+			case <-pa.tok.Done():
+			case <-timer.C:
+			case <-p.abort:
+			}
+		}
+		select {
+		case <-pa.tok.Done():
+			if err := pa.tok.Error(); err != nil {
+				p.fail(err)
+			} else {
+				p.acked.Add(1)
+			}
+		default:
+			p.fail(ErrAckTimeout)
+		}
+		<-c.slots
+	}
+}
+
+// Close waits up to grace for outstanding QoS 1 acknowledgements (or for
+// the last QoS 0 message to be written), counts the rest as errors and
+// disconnects. Publish must not be called after Close.
+func (p *publisher) Close(grace time.Duration) {
+	stop := time.AfterFunc(grace, func() { close(p.abort) })
+	for _, c := range p.conns {
+		if p.qos > 0 {
+			close(c.pending)
+			<-c.ackDone
+		} else if c.last != nil {
+			select {
+			case <-c.last.Done():
+			case <-p.abort:
+			}
+		}
+	}
+	stop.Stop()
+	for _, c := range p.conns {
+		c.client.Disconnect(250)
+	}
+}
+
+// Sent returns the number of messages handed to paho without error.
+func (p *publisher) Sent() uint64 { return p.sent.Load() }
+
+// Acked returns the number of QoS 1 messages the broker acknowledged.
+func (p *publisher) Acked() uint64 { return p.acked.Load() }
+
+// Errors returns the number of messages that failed to publish or, at QoS 1,
+// were not acknowledged.
+func (p *publisher) Errors() uint64 { return p.errs.Load() }
+
+// FirstError returns the first error counted, or "".
+func (p *publisher) FirstError() string {
+	if s := p.firstErrMsg.Load(); s != nil {
+		return *s
+	}
+	return ""
+}
+
+func (p *publisher) fail(err error) error {
+	p.errs.Add(1)
+	p.firstErr.Do(func() {
+		s := err.Error()
+		p.firstErrMsg.Store(&s)
+	})
+	return err
+}
+
+// copy returns a copy of b carved from a shared slab, so that the send loop
+// can reuse its buffer while paho still holds the message.
+func (p *publisher) copy(b []byte) []byte {
+	if len(p.slab) < len(b) {
+		p.slab = make([]byte, max(slabSize, len(b)))
+	}
+	out := p.slab[:len(b):len(b)]
+	copy(out, b)
+	p.slab = p.slab[len(b):]
+	return out
+}

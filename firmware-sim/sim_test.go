@@ -1,0 +1,333 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	mochi "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// failAfter bounds every wait in these tests; reaching it is a failure, never
+// a synchronisation.
+const failAfter = 20 * time.Second
+
+// allowHook lets every client connect and use every topic. It is mochi's
+// auth.AllowHook, restated because that package pulls gopkg.in/yaml.v3 into
+// the module graph for nothing.
+type allowHook struct{ mochi.HookBase }
+
+func (h *allowHook) ID() string { return "allow-all" }
+
+func (h *allowHook) Provides(b byte) bool {
+	return b == mochi.OnConnectAuthenticate || b == mochi.OnACLCheck
+}
+
+func (h *allowHook) OnConnectAuthenticate(*mochi.Client, packets.Packet) bool { return true }
+
+func (h *allowHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
+
+// startBroker runs an in-process mochi broker on a free 127.0.0.1 port and
+// returns it with its tcp:// URL.
+func startBroker(t *testing.T) (*mochi.Server, string) {
+	t.Helper()
+	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
+	if err := srv.AddHook(new(allowHook), nil); err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP(listeners.Config{ID: "t", Address: "127.0.0.1:0"})
+	if err := srv.AddListener(l); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return srv, "tcp://" + l.Address()
+}
+
+// counter is an MQTT subscriber that counts W1 messages per device and
+// remembers each (device, temperature) pair, in arrival order per device.
+type counter struct {
+	mu       sync.Mutex
+	total    int
+	perDev   map[string]int
+	values   map[string][]string // device -> temperatures as sent
+	seen     map[string]bool     // device/ts, to catch duplicates
+	dups     int
+	bad      []string
+	reached  chan struct{} // closed when total reaches want
+	sentinel chan struct{} // closed when the sentinel arrives
+	want     int
+}
+
+const sentinelTopic = "sensors/sentinel/telemetry"
+
+func subscribe(t *testing.T, broker string, want int) *counter {
+	t.Helper()
+	c := &counter{
+		perDev: map[string]int{}, values: map[string][]string{}, seen: map[string]bool{},
+		reached: make(chan struct{}), sentinel: make(chan struct{}), want: want,
+	}
+	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID("counter").SetOrderMatters(true)
+	cl := mqtt.NewClient(opts)
+	if tok := cl.Connect(); !tok.WaitTimeout(failAfter) || tok.Error() != nil {
+		t.Fatalf("subscriber connect: %v", tok.Error())
+	}
+	t.Cleanup(func() { cl.Disconnect(0) })
+	tok := cl.Subscribe("sensors/+/telemetry", 1, func(_ mqtt.Client, m mqtt.Message) {
+		if m.Topic() == sentinelTopic {
+			close(c.sentinel)
+			return
+		}
+		var p struct {
+			Device      string
+			Temperature json.Number
+			Humidity    float64
+			TS          int64
+		}
+		err := json.Unmarshal(m.Payload(), &p)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if err != nil || m.Topic() != "sensors/"+p.Device+"/telemetry" {
+			c.bad = append(c.bad, fmt.Sprintf("%s %s %v", m.Topic(), m.Payload(), err))
+			return
+		}
+		key := p.Device + "/" + strconv.FormatInt(p.TS, 10)
+		if c.seen[key] {
+			c.dups++
+		}
+		c.seen[key] = true
+		c.perDev[p.Device]++
+		c.values[p.Device] = append(c.values[p.Device], p.Temperature.String())
+		c.total++
+		if c.total == c.want {
+			close(c.reached)
+		}
+	})
+	if !tok.WaitTimeout(failAfter) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	return c
+}
+
+// settle waits for the sentinel, published by the broker's inline client
+// after everything the simulator sent was delivered, so that no message can
+// still be on its way when the counts are asserted.
+func (c *counter) settle(t *testing.T, srv *mochi.Server) {
+	t.Helper()
+	if err := srv.Publish(sentinelTopic, []byte("{}"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.sentinel:
+	case <-time.After(failAfter):
+		t.Fatal("sentinel not received")
+	}
+}
+
+func testConfig(broker string) config {
+	return config{
+		Broker: broker, Devices: 50, Rate: 20000, QoS: 1,
+		Topic: "sensors/{device}/telemetry", Seed: 1, ClientID: "sim", Connections: 1, Quiet: true,
+	}
+}
+
+// TestEndToEnd runs the simulator against a real broker: a subscriber gets
+// exactly --count messages, 40 from each of the 50 devices, with the values
+// the simulator recorded in --values-out, in order per device.
+func TestEndToEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		qos, conns  int
+		count, each int
+	}{
+		{"qos1", 1, 1, 2000, 40},
+		{"qos1-3conns", 1, 3, 2000, 40},
+		{"qos0-4conns", 0, 4, 1000, 20},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, broker := startBroker(t)
+			sub := subscribe(t, broker, tc.count)
+
+			cfg := testConfig(broker)
+			cfg.QoS, cfg.Connections, cfg.Count = tc.qos, tc.conns, uint64(tc.count)
+			cfg.ValuesOut = filepath.Join(t.TempDir(), "values")
+			var log bytes.Buffer
+			sum, err := run(context.Background(), cfg, newConsole(&log))
+			if err != nil {
+				t.Fatalf("run: %v\n%s", err, log.String())
+			}
+			wantAcked := uint64(tc.count)
+			if tc.qos == 0 {
+				wantAcked = 0
+			}
+			if sum.Sent != uint64(tc.count) || sum.Acked != wantAcked || sum.Errors != 0 || !sum.OK() || sum.Interrupted {
+				t.Fatalf("summary %s (ok %v, interrupted %v), want sent=%d acked=%d errors=0\n%s",
+					sum, sum.OK(), sum.Interrupted, tc.count, wantAcked, log.String())
+			}
+
+			select {
+			case <-sub.reached:
+			case <-time.After(failAfter):
+				sub.mu.Lock()
+				t.Fatalf("subscriber got %d of %d messages", sub.total, tc.count)
+			}
+			sub.settle(t, srv)
+
+			sub.mu.Lock()
+			defer sub.mu.Unlock()
+			if sub.total != tc.count || sub.dups != 0 || len(sub.bad) != 0 {
+				t.Fatalf("subscriber: %d messages, %d duplicates, bad: %q", sub.total, sub.dups, sub.bad)
+			}
+			if len(sub.perDev) != 50 {
+				t.Fatalf("messages from %d devices, want 50", len(sub.perDev))
+			}
+			for dev, n := range sub.perDev {
+				if n != tc.each {
+					t.Errorf("%s: %d messages, want %d", dev, n, tc.each)
+				}
+			}
+
+			// --values-out lists the same readings; per device in order.
+			data, err := os.ReadFile(cfg.ValuesOut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lines := strings.Split(strings.TrimSuffix(string(data), "\n"), "\n")
+			if len(lines) != tc.count {
+				t.Fatalf("values file: %d lines, want %d", len(lines), tc.count)
+			}
+			fromFile := map[string][]string{}
+			for _, l := range lines {
+				dev, temp, ok := strings.Cut(l, " ")
+				if !ok {
+					t.Fatalf("values file line %q", l)
+				}
+				fromFile[dev] = append(fromFile[dev], temp)
+			}
+			for dev, got := range sub.values {
+				if !slices.Equal(got, fromFile[dev]) {
+					t.Fatalf("%s: received temperatures %v, values file %v", dev, got, fromFile[dev])
+				}
+			}
+		})
+	}
+}
+
+// TestInterrupt cancels an unbounded run (as SIGINT does) once the subscriber
+// has seen 500 messages: the run stops, every message it sent is
+// acknowledged, and the subscriber gets exactly those.
+func TestInterrupt(t *testing.T) {
+	srv, broker := startBroker(t)
+	sub := subscribe(t, broker, 500)
+	cfg := testConfig(broker)
+	cfg.Rate = 5000
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-sub.reached
+		cancel()
+	}()
+	sum, err := run(ctx, cfg, newConsole(io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Interrupted || sum.Sent < 500 || sum.Acked != sum.Sent || sum.Errors != 0 || !sum.OK() {
+		t.Fatalf("summary %s (interrupted %v ok %v)", sum, sum.Interrupted, sum.OK())
+	}
+	sub.settle(t, srv)
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if uint64(sub.total) != sum.Sent {
+		t.Fatalf("subscriber got %d messages, simulator sent %d", sub.total, sum.Sent)
+	}
+}
+
+// TestReproducible checks that with a fixed --seed and --start-ts-ms two runs
+// publish byte-identical payloads.
+func TestReproducible(t *testing.T) {
+	runOnce := func() []string {
+		srv, broker := startBroker(t)
+		var mu sync.Mutex
+		var got []string
+		all := make(chan struct{})
+		if err := srv.Subscribe("sensors/#", 1, func(_ *mochi.Client, _ packets.Subscription, pk packets.Packet) {
+			mu.Lock()
+			defer mu.Unlock()
+			got = append(got, string(pk.Payload))
+			if len(got) == 300 {
+				close(all)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		cfg := testConfig(broker)
+		cfg.Count, cfg.Devices, cfg.Rate = 300, 7, 3000
+		cfg.StartTSMs, cfg.StartTSSet = 1732500000000, true
+		if sum, err := run(context.Background(), cfg, newConsole(io.Discard)); err != nil || !sum.OK() {
+			t.Fatalf("run: %s %v", sum, err)
+		}
+		select {
+		case <-all:
+		case <-time.After(failAfter):
+			t.Fatal("inline subscriber did not get 300 messages")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(got)
+	}
+	a, b := runOnce(), runOnce()
+	if !slices.Equal(a, b) {
+		t.Fatalf("runs differ:\n%s\n%s", a[:3], b[:3])
+	}
+	if want := `{"device":"dev-0","temperature":`; !strings.HasPrefix(a[0], want) || !strings.HasSuffix(a[0], `,"ts":1732500000000}`) {
+		t.Fatalf("first payload %s", a[0])
+	}
+}
+
+func TestFlags(t *testing.T) {
+	cfg, err := parseFlags(nil, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Broker != "tcp://127.0.0.1:1883" || cfg.Devices != 50 || cfg.Rate != 100 || cfg.QoS != 0 ||
+		cfg.Topic != "sensors/{device}/telemetry" || cfg.Seed != 1 || cfg.Connections != 1 ||
+		cfg.ClientID != "firmware-sim-"+strconv.Itoa(os.Getpid()) || cfg.StartTSSet {
+		t.Fatalf("defaults: %+v", cfg)
+	}
+	cfg, err = parseFlags([]string{"--rate", "333.3", "--start-ts-ms", "0", "--duration", "5s", "--qos", "1"}, io.Discard)
+	if err != nil || cfg.Rate != 333.3 || !cfg.StartTSSet || cfg.Duration != 5*time.Second || cfg.QoS != 1 {
+		t.Fatalf("%+v %v", cfg, err)
+	}
+
+	for _, args := range [][]string{
+		{"--rate", "0"}, {"--rate", "-1"}, {"--rate", "NaN"}, {"--rate", "Inf"}, {"--rate", "x"},
+		{"--devices", "0"}, {"--qos", "2"}, {"--count", "-1"}, {"--duration", "-1s"},
+		{"--connections", "0"}, {"--devices", "2", "--connections", "3"},
+		{"--topic", "a/+/b"}, {"--topic", ""}, {"--broker", "localhost"}, {"--client-id", ""},
+		{"--start-ts-ms", "-5"}, {"--nope"}, {"extra"},
+	} {
+		var out bytes.Buffer
+		if code := realMain(args, &out); code != 2 || out.Len() == 0 {
+			t.Errorf("%q: exit %d, output %q; want 2 and a message", args, code, out.String())
+		}
+	}
+	if code := realMain([]string{"-h"}, io.Discard); code != 0 {
+		t.Errorf("-h: exit %d", code)
+	}
+}

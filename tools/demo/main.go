@@ -1,0 +1,117 @@
+// Command demo runs Sluice end to end on one machine with nothing installed
+// but Go: an embedded NATS server with JetStream, the agent (with its built-in
+// MQTT broker), firmware-sim, and a consumer that prints every upstream
+// envelope as it arrives. Ctrl-C stops everything.
+//
+//	go run ./tools/demo --sluice bin/sluice --sim bin/firmware-sim --config examples/demo.yaml
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func main() {
+	sluiceBin := flag.String("sluice", "bin/sluice", "agent binary")
+	simBin := flag.String("sim", "bin/firmware-sim", "simulator binary")
+	cfg := flag.String("config", "examples/demo.yaml", "agent config")
+	natsPort := flag.Int("nats-port", 14222, "NATS port (the config's uplink URL)")
+	broker := flag.String("broker", "tcp://127.0.0.1:11883", "MQTT broker the simulator publishes to")
+	devices := flag.Int("devices", 20, "simulated devices")
+	rate := flag.Float64("rate", 100, "messages per second, all devices together")
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("demo: ")
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	store, err := os.MkdirTemp("", "sluice-demo-js-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(store)
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: *natsPort, JetStream: true, StoreDir: store, NoSigs: true})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		log.Fatal("nats-server did not start")
+	}
+	defer ns.Shutdown()
+
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: 2 * time.Minute}); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := nc.Subscribe("telemetry.>", func(m *nats.Msg) {
+		fmt.Printf("%s\n", m.Data)
+	}); err != nil {
+		log.Fatal(err)
+	}
+	log.Printf("nats-server with JetStream on %s; stream TELEMETRY covers telemetry.>", ns.ClientURL())
+
+	agent := exec.Command(*sluiceBin, "run", "--config", *cfg)
+	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
+	if err := agent.Start(); err != nil {
+		log.Fatal(err)
+	}
+	sim := exec.Command(*simBin, "--broker", *broker, "--devices", fmt.Sprint(*devices), "--rate", fmt.Sprint(*rate), "--qos", "1", "--quiet")
+	sim.Stdout, sim.Stderr = os.Stderr, os.Stderr
+	// Give the built-in broker a moment: the simulator retries anyway.
+	if err := sim.Start(); err != nil {
+		agent.Process.Signal(os.Interrupt)
+		agent.Wait()
+		log.Fatal(err)
+	}
+	log.Printf("agent (pid %d) and firmware-sim (pid %d) running; summaries print below as they arrive; Ctrl-C stops", agent.Process.Pid, sim.Process.Pid)
+
+	simDone, agentDone := waitChan(sim), waitChan(agent)
+	select {
+	case <-ctx.Done():
+	case <-simDone:
+		log.Print("firmware-sim exited")
+	case <-agentDone:
+		log.Print("the agent exited")
+	}
+	log.Print("stopping")
+	sim.Process.Signal(os.Interrupt)
+	agent.Process.Signal(os.Interrupt)
+	waitOrKill(sim, simDone)
+	waitOrKill(agent, agentDone)
+}
+
+func waitChan(c *exec.Cmd) <-chan struct{} {
+	done := make(chan struct{})
+	go func() { c.Wait(); close(done) }()
+	return done
+}
+
+func waitOrKill(c *exec.Cmd, done <-chan struct{}) {
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.Process.Kill()
+		<-done
+	}
+}

@@ -1,0 +1,489 @@
+package uplink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluiceio/sluice/buffer"
+)
+
+// Defaults of the NATS uplink.
+const (
+	DefaultNATSSubject      = "sluice.{gateway}.{rule}"
+	DefaultNATSMaxInFlight  = 256
+	DefaultNATSAckTimeout   = 5 * time.Second
+	natsCoverageTTL         = time.Minute // how long a subject's stream lookup is trusted
+	natsMaxRoutes           = 4096        // cached subjects before the cache is reset
+	natsReconnectMin        = 250 * time.Millisecond
+	natsReconnectMax        = 10 * time.Second
+	natsPingInterval        = 20 * time.Second
+	natsMaxPingsOutstanding = 3
+)
+
+// ErrNotConnected is wrapped by the error of a delivery attempted while the
+// client is not connected to a server (it is reconnecting).
+var ErrNotConnected = errors.New("not connected")
+
+// ErrNoGateway is returned by NewNATS when no gateway id was given
+// (WithGateway): the envelope and the JetStream message ids need it.
+var ErrNoGateway = errors.New("no gateway id")
+
+// NATS is an Uplink that publishes entries to NATS, one message per entry
+// with the JSON envelope as body (see Envelope) on the subject expanded from
+// its template with the gateway id and the entry's rule.
+//
+// Durability. Where a JetStream stream covers the subject, an entry counts as
+// delivered when the stream acknowledged it (the server stored it per the
+// stream's replicas and storage). Each message carries the header
+// Nats-Msg-Id: <gateway>-<seq>, so a batch retried after a failure or a crash
+// is dropped by the stream as duplicates, within the stream's duplicate
+// window (Duplicates, 2 minutes by default: a gateway that may retry after
+// longer outages wants a longer window). Where no stream covers the subject,
+// the entry is published with core NATS and counts as delivered once a flush
+// round trip shows the server received it: core NATS has no acknowledgement,
+// so an entry that no subscriber was listening for is gone. The Nats-Msg-Id
+// header is set there too, for consumers that deduplicate.
+//
+// Which subjects a stream covers is asked of the server (one request per
+// subject) and trusted for a minute, or until the connection reconnects or a
+// publish to the subject fails; a stream created while subjects are being
+// published on core NATS takes them over within that time.
+//
+// Concurrency. Deliver is called from one goroutine at a time (the forwarder
+// that owns the uplink's cursor); Name, Connected and the counters may be read
+// from any goroutine. Close is called once, after the last Deliver returned.
+//
+// Connection. The connection is made by NewNATS, which does not fail when the
+// server cannot be reached: the client keeps reconnecting forever, with
+// exponential backoff from 250ms to 10s and jitter. While it is disconnected
+// Deliver fails at once (no publish is buffered in memory: the buffer on disk
+// holds the entries) and the forwarder retries later.
+type NATS struct {
+	// Published counts entries the upstream accepted: JetStream acks,
+	// duplicates included, and core publishes confirmed by a flush.
+	Published atomic.Uint64
+	// Duplicates counts JetStream acks that said the stream already had the
+	// message (a retried entry).
+	Duplicates atomic.Uint64
+	// Errors counts Deliver calls that returned an error.
+	Errors atomic.Uint64
+
+	name        string
+	gateway     string
+	subject     Template
+	env         Envelope
+	maxInFlight int
+	ackTimeout  time.Duration
+	log         *slog.Logger
+
+	nc *nats.Conn
+	js jetstream.JetStream
+
+	// Deliver's state, touched only by the goroutine calling Deliver.
+	routes     map[string]*natsRoute // by rule
+	reconnects uint64                // nc's reconnect count when routes was last trusted
+	slab       []byte                // message bodies of the last batch, reused after a clean batch
+	scratch    []byte
+	pending    []natsPending
+}
+
+// natsRoute is where the entries of one rule go.
+type natsRoute struct {
+	subject string
+	stream  string // "" when no stream covers the subject: core publish
+	checked time.Time
+}
+
+type natsPending struct {
+	fut     jetstream.PubAckFuture
+	seq     uint64
+	subject string
+}
+
+type natsConfig struct {
+	subject     Template
+	gateway     string
+	maxInFlight int
+	ackTimeout  time.Duration
+	log         *slog.Logger
+	natsOpts    []nats.Option
+}
+
+// NATSOption configures NewNATS.
+type NATSOption func(*natsConfig)
+
+// WithSubject sets the subject template (default "sluice.{gateway}.{rule}").
+// NewNATS rejects a template that ParseSubject would reject.
+func WithSubject(t Template) NATSOption { return func(c *natsConfig) { c.subject = t } }
+
+// WithGateway sets the gateway id written into every envelope and message id.
+// It is required.
+func WithGateway(id string) NATSOption { return func(c *natsConfig) { c.gateway = id } }
+
+// WithMaxInFlight bounds the JetStream publishes awaiting their ack (default
+// 256). It must be at least 1.
+func WithMaxInFlight(n int) NATSOption { return func(c *natsConfig) { c.maxInFlight = n } }
+
+// WithLogger sets the logger for connection events and subject coverage
+// changes (default slog.Default()).
+func WithLogger(l *slog.Logger) NATSOption { return func(c *natsConfig) { c.log = l } }
+
+// WithAckTimeout sets how long a JetStream publish waits for its ack, and a
+// core flush for the server, when the context of Deliver has no earlier
+// deadline (default 5s).
+func WithAckTimeout(d time.Duration) NATSOption { return func(c *natsConfig) { c.ackTimeout = d } }
+
+// WithNATSOptions adds options of the NATS client (credentials, TLS, ...).
+// They are applied after the uplink's own, so they override them (the
+// reconnect delay, say).
+func WithNATSOptions(opts ...nats.Option) NATSOption {
+	return func(c *natsConfig) { c.natsOpts = append(c.natsOpts, opts...) }
+}
+
+// NewNATS returns a NATS uplink called name (the name entries are routed
+// to) that connects to the server(s) at url, a comma-separated list as
+// nats.Connect takes. It returns an error when an option is invalid or the
+// URL cannot be used; a server that cannot be reached is not an error (see
+// NATS).
+func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
+	cfg := natsConfig{
+		maxInFlight: DefaultNATSMaxInFlight,
+		ackTimeout:  DefaultNATSAckTimeout,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if name == "" {
+		return nil, errors.New("nats uplink: empty name")
+	}
+	if cfg.gateway == "" {
+		return nil, fmt.Errorf("nats %s: %w", name, ErrNoGateway)
+	}
+	if cfg.subject.parts == nil {
+		t, err := ParseSubject(DefaultNATSSubject)
+		if err != nil {
+			panic(err) // a constant
+		}
+		cfg.subject = t
+	}
+	if err := cfg.subject.checkSubject(); err != nil {
+		return nil, fmt.Errorf("nats %s: subject: %w", name, err)
+	}
+	if cfg.maxInFlight < 1 {
+		return nil, fmt.Errorf("nats %s: max in flight %d, want at least 1", name, cfg.maxInFlight)
+	}
+	if cfg.ackTimeout <= 0 {
+		return nil, fmt.Errorf("nats %s: ack timeout %v, want more than 0", name, cfg.ackTimeout)
+	}
+	if cfg.log == nil {
+		cfg.log = slog.Default()
+	}
+	log := cfg.log.With("uplink", name)
+
+	nopts := []nats.Option{
+		nats.Name("sluice " + cfg.gateway + " " + name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.CustomReconnectDelay(natsReconnectDelay),
+		// Fail publishes at once while disconnected instead of buffering
+		// them in memory: the entries are safe in the buffer and the
+		// forwarder retries.
+		nats.ReconnectBufSize(-1),
+		nats.PingInterval(natsPingInterval),
+		nats.MaxPingsOutstanding(natsMaxPingsOutstanding),
+		nats.ConnectHandler(func(nc *nats.Conn) {
+			log.Info("nats connected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("nats disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("nats reconnected", "server", nc.ConnectedUrlRedacted())
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Debug("nats reconnect failed", "err", err)
+		}),
+	}
+	nopts = append(nopts, cfg.natsOpts...)
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("nats %s: connect %s: %w", name, url, err)
+	}
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.maxInFlight),
+		jetstream.WithPublishAsyncTimeout(cfg.ackTimeout),
+	)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("nats %s: jetstream: %w", name, err)
+	}
+	return &NATS{
+		name:        name,
+		gateway:     cfg.gateway,
+		subject:     cfg.subject,
+		env:         NewEnvelope(cfg.gateway),
+		maxInFlight: cfg.maxInFlight,
+		ackTimeout:  cfg.ackTimeout,
+		log:         log,
+		nc:          nc,
+		js:          js,
+		routes:      make(map[string]*natsRoute),
+	}, nil
+}
+
+// natsReconnectDelay is the delay before the attempt'th reconnect of an
+// outage: exponential from natsReconnectMin, capped at natsReconnectMax, and
+// drawn uniformly from its upper half so that a fleet does not reconnect in
+// step.
+func natsReconnectDelay(attempt int) time.Duration {
+	d := natsReconnectMax
+	if attempt < 16 {
+		d = min(natsReconnectMin<<max(attempt-1, 0), natsReconnectMax)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// Name returns the uplink's name.
+func (n *NATS) Name() string { return n.name }
+
+// Connected reports whether the client is connected to a server now.
+func (n *NATS) Connected() bool { return n.nc.IsConnected() }
+
+// Deliver publishes every entry of batch and returns nil when all of them
+// were acknowledged by JetStream or, for subjects no stream covers, flushed to
+// the server (see NATS for what that guarantees). It keeps at most the
+// configured number of JetStream publishes awaiting their ack.
+//
+// On the first failure, or when ctx ends, it returns an error that names the
+// entry and wraps the cause (ctx.Err() included); entries before it may have
+// been delivered, and the caller retries the whole batch, which JetStream's
+// deduplication makes harmless. An entry whose subject is not valid gives an
+// error wrapping ErrInvalidSubject. If ctx has no deadline, each wait is
+// bounded by the ack timeout.
+func (n *NATS) Deliver(ctx context.Context, batch []buffer.Entry) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	err := n.deliver(ctx, batch)
+	clear(n.pending)
+	n.pending = n.pending[:0]
+	if err != nil {
+		n.Errors.Add(1)
+		// A publish that is still pending may be sent again by the client
+		// (retry on no responders) with its body: never reuse those bytes.
+		n.slab = nil
+	}
+	return err
+}
+
+func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
+	now := time.Now()
+	if r := n.nc.Stats().Reconnects; r != n.reconnects || len(n.routes) > natsMaxRoutes {
+		clear(n.routes)
+		n.reconnects = r
+	}
+
+	// All bodies go into one slab sized up front; a message keeps a slice
+	// of it until its ack arrived, so the slab is reused only after a batch
+	// that ended with every ack in.
+	size := 0
+	for i := range batch {
+		size += len(n.env.prefix) + 21 + len(batch[i].Payload) + len(`,"payload":}`)
+	}
+	slab := n.slab[:0]
+	if cap(slab) < size {
+		slab = make([]byte, 0, size)
+	}
+
+	var (
+		head     int    // first pending publish not yet acked
+		coreN    uint64 // entries sent with core publish
+		coreLast uint64 // seq of the last of them
+	)
+	for i := range batch {
+		e := &batch[i]
+		rt, err := n.route(ctx, now, e.Rule)
+		if err != nil {
+			return fmt.Errorf("nats %s: publish seq %d: %w", n.name, e.Seq, err)
+		}
+
+		start := len(slab)
+		slab = n.env.Append(slab, e)
+		msg := &nats.Msg{Subject: rt.subject, Data: slab[start:len(slab):len(slab)]}
+		n.scratch = append(n.scratch[:0], n.gateway...)
+		n.scratch = append(n.scratch, '-')
+		n.scratch = strconv.AppendUint(n.scratch, e.Seq, 10)
+		msgID := string(n.scratch)
+
+		if rt.stream == "" {
+			msg.Header = nats.Header{jetstream.MsgIDHeader: []string{msgID}}
+			if err := n.nc.PublishMsg(msg); err != nil {
+				return n.publishErr(e.Seq, rt.subject, err)
+			}
+			coreN++
+			coreLast = e.Seq
+			continue
+		}
+
+		if len(n.pending)-head >= n.maxInFlight {
+			if err := n.await(ctx, n.pending[head]); err != nil {
+				return err
+			}
+			n.pending[head] = natsPending{}
+			head++
+		}
+		fut, err := n.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID), jetstream.WithStallWait(n.ackTimeout))
+		if err != nil {
+			return n.publishErr(e.Seq, rt.subject, err)
+		}
+		n.pending = append(n.pending, natsPending{fut: fut, seq: e.Seq, subject: rt.subject})
+	}
+
+	if coreN > 0 {
+		fctx, cancel := n.bound(ctx)
+		err := n.nc.FlushWithContext(fctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("nats %s: flush %d core publishes up to seq %d: %w", n.name, coreN, coreLast, notConnected(err))
+		}
+		n.Published.Add(coreN)
+	}
+	for ; head < len(n.pending); head++ {
+		if err := n.await(ctx, n.pending[head]); err != nil {
+			return err
+		}
+	}
+	n.slab = slab
+	return nil
+}
+
+// route returns where entries of the rule go, asking the server which stream
+// covers the subject when it is not known or no longer trusted.
+func (n *NATS) route(ctx context.Context, now time.Time, rule string) (*natsRoute, error) {
+	rt := n.routes[rule]
+	if rt != nil && now.Sub(rt.checked) < natsCoverageTTL {
+		return rt, nil
+	}
+	if rt == nil {
+		n.scratch = n.subject.Append(n.scratch[:0], n.gateway, rule)
+		if !validSubject(n.scratch) {
+			return nil, fmt.Errorf("rule %q: %w %q", rule, ErrInvalidSubject, n.scratch)
+		}
+		rt = &natsRoute{subject: string(n.scratch)}
+	}
+	lctx, cancel := n.bound(ctx)
+	stream, err := n.js.StreamNameBySubject(lctx, rt.subject)
+	cancel()
+	switch {
+	case err == nil:
+	case errors.Is(err, jetstream.ErrStreamNotFound),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled),
+		errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, nats.ErrNoResponders): // no JetStream on the server
+		stream = ""
+	default:
+		return nil, fmt.Errorf("find stream for %s: %w", rt.subject, notConnected(err))
+	}
+	old, known := n.routes[rule]
+	switch {
+	case known && old.stream != stream && stream == "":
+		n.log.Warn("no stream covers subject any more: publishing with core NATS, unacknowledged",
+			"subject", rt.subject, "was", old.stream)
+	case known && old.stream != stream:
+		n.log.Info("stream covers subject", "subject", rt.subject, "stream", stream, "was", old.stream)
+	case !known && stream == "":
+		n.log.Info("no stream covers subject: publishing with core NATS, unacknowledged", "subject", rt.subject)
+	case !known:
+		n.log.Info("stream covers subject", "subject", rt.subject, "stream", stream)
+	}
+	rt.stream = stream
+	rt.checked = now
+	n.routes[rule] = rt
+	return rt, nil
+}
+
+// await waits for the ack of one JetStream publish.
+func (n *NATS) await(ctx context.Context, p natsPending) error {
+	var timeout <-chan time.Time
+	if _, ok := ctx.Deadline(); !ok {
+		// The client times the ack out itself; this is a backstop.
+		t := time.NewTimer(2 * n.ackTimeout)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case ack := <-p.fut.Ok():
+		n.Published.Add(1)
+		if ack.Duplicate {
+			n.Duplicates.Add(1)
+		}
+		return nil
+	case err := <-p.fut.Err():
+		return n.publishErr(p.seq, p.subject, err)
+	case <-ctx.Done():
+		return n.publishErr(p.seq, p.subject, ctx.Err())
+	case <-timeout:
+		return n.publishErr(p.seq, p.subject, jetstream.ErrAsyncPublishTimeout)
+	}
+}
+
+// publishErr builds the error of a failed publish and forgets the subject's
+// stream, so that the next batch asks again (the stream may be gone).
+func (n *NATS) publishErr(seq uint64, subject string, err error) error {
+	for r, rt := range n.routes {
+		if rt.subject == subject {
+			delete(n.routes, r)
+		}
+	}
+	return fmt.Errorf("nats %s: publish seq %d to %s: %w", n.name, seq, subject, notConnected(err))
+}
+
+// notConnected replaces the client's error for a publish while it is
+// reconnecting (no reconnect buffer: "outbound buffer limit exceeded") with
+// ErrNotConnected, which says what happened.
+func notConnected(err error) error {
+	if errors.Is(err, nats.ErrReconnectBufExceeded) {
+		return ErrNotConnected
+	}
+	return err
+}
+
+// bound returns ctx, limited to the ack timeout if it has no deadline.
+func (n *NATS) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, n.ackTimeout)
+}
+
+// Close drains the connection (pending publishes are sent and their acks
+// awaited, for up to the client's drain timeout) and closes it. It returns
+// nil when the connection was closed cleanly or could not be drained because
+// it was not connected; it is then closed all the same.
+func (n *NATS) Close() error {
+	closed := n.nc.StatusChanged(nats.CLOSED)
+	defer n.nc.RemoveStatusListener(closed)
+	err := n.nc.Drain()
+	switch {
+	case errors.Is(err, nats.ErrConnectionClosed):
+		return nil
+	case errors.Is(err, nats.ErrConnectionReconnecting):
+		return nil // Drain closed it
+	case err != nil:
+		n.nc.Close()
+		return fmt.Errorf("nats %s: drain: %w", n.name, err)
+	}
+	if !n.nc.IsClosed() {
+		<-closed
+	}
+	return nil
+}

@@ -133,9 +133,8 @@ func (d *JSONDecoder) object(s *scanner, r *rules.Record, depth int) error {
 }
 
 type scanner struct {
-	b   []byte
-	i   int
-	buf []byte // unescaped string scratch
+	b []byte
+	i int
 }
 
 func (s *scanner) errorf(format string, args ...any) error {

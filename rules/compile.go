@@ -302,35 +302,30 @@ func cmpValues(a, b Value) (c int, ok bool) {
 }
 
 // likeMatch matches s against a SQL LIKE pattern (% any run, _ one byte).
+// It backtracks only to the last %, so it is O(len(s)·len(pat)) at worst.
 func likeMatch(s, pat string) bool {
-	for len(pat) > 0 {
-		switch pat[0] {
-		case '%':
-			for len(pat) > 0 && pat[0] == '%' {
-				pat = pat[1:]
-			}
-			if pat == "" {
-				return true
-			}
-			for i := 0; i <= len(s); i++ {
-				if likeMatch(s[i:], pat) {
-					return true
-				}
-			}
-			return false
-		case '_':
-			if s == "" {
-				return false
-			}
-			s, pat = s[1:], pat[1:]
+	si, pi := 0, 0
+	star, mark := -1, 0
+	for si < len(s) {
+		switch {
+		case pi < len(pat) && (pat[pi] == '_' || (pat[pi] != '%' && pat[pi] == s[si])):
+			si++
+			pi++
+		case pi < len(pat) && pat[pi] == '%':
+			star, mark = pi, si
+			pi++
+		case star >= 0:
+			pi = star + 1
+			mark++
+			si = mark
 		default:
-			if s == "" || s[0] != pat[0] {
-				return false
-			}
-			s, pat = s[1:], pat[1:]
+			return false
 		}
 	}
-	return s == ""
+	for pi < len(pat) && pat[pi] == '%' {
+		pi++
+	}
+	return pi == len(pat)
 }
 
 func (c *compiler) call(n *node) (evalFn, error) {

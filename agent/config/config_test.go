@@ -1,0 +1,126 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluiceio/sluice/internal/testenv"
+)
+
+const good = `gateway: gw-01
+inputs:
+  - name: telemetry
+    mqtt:
+      url: tcp://127.0.0.1:1883
+      topics: [sensors/+/telemetry]
+rules:
+  - name: temp
+    from: telemetry
+    group_by: [device]
+    window: {tumbling: 1m}
+    select:
+      n: count(*)
+      avg_t: avg(temperature)
+      max_t: max(temperature)
+uplinks:
+  - name: cloud
+    nats: {url: "nats://127.0.0.1:4222"}
+`
+
+func TestParseDefaultsAndOrder(t *testing.T) {
+	c, err := Parse([]byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Inputs[0].MQTT
+	if *m.QoS != 1 || m.ClientID != "sluice-gw-01-telemetry" || *m.ReadCoalesce != DefaultReadCoalesce {
+		t.Errorf("mqtt defaults: %+v", m)
+	}
+	if c.Buffer.Path != filepath.Join("data", "buffer.db") || c.Buffer.CommitInterval != DefaultCommitInterval {
+		t.Errorf("buffer defaults: %+v", c.Buffer)
+	}
+	if c.Uplinks[0].NATS.Subject != DefaultSubject {
+		t.Errorf("subject default %q", c.Uplinks[0].NATS.Subject)
+	}
+	var names []string
+	for _, s := range c.Rules[0].Select {
+		names = append(names, s.Name)
+	}
+	if strings.Join(names, ",") != "n,avg_t,max_t" {
+		t.Errorf("select order %v", names)
+	}
+	if c.Rules[0].Window.Tumbling != time.Minute {
+		t.Errorf("tumbling %v", c.Rules[0].Window.Tumbling)
+	}
+}
+
+func TestErrorsNameLineAndField(t *testing.T) {
+	cases := []struct {
+		name, old, edit, want string
+	}{
+		{"bad expression", "select:\n      n: count(*)", "select:\n      n: count(*) +", "line 13: rules[0].select.n: 1:11: unexpected end of expression"},
+		{"unknown input", "from: telemetry", "from: nope", `line 9: rules[0].from: no input is named "nope"`},
+		{"bad qos", "topics: [sensors/+/telemetry]", "topics: [sensors/+/telemetry]\n      qos: 3", "line 7: inputs[0].mqtt.qos: must be 0, 1 or 2, got 3"},
+		{"bad filter", "sensors/+/telemetry", "sensors/a+/telemetry", `line 6: inputs[0].mqtt.topics[0]: "sensors/a+/telemetry": + must fill a whole level`},
+		{"no gateway", "gateway: gw-01", "gateway: ''", "line 1: gateway: is required"},
+		{"unknown key", "group_by: [device]", "group_by: [device]\n    groupby: [x]", "line 11: field groupby not found"},
+		{"bad subject", `nats: {url: "nats://127.0.0.1:4222"}`, `nats: {url: "nats://127.0.0.1:4222", subject: "a.*.{rule}"}`, "uplinks[0].nats.subject:"},
+		{"field outside aggregate", "avg_t: avg(temperature)", "avg_t: temperature", `rules[0].select.avg_t: 1:1: field "temperature" must be in group_by`},
+		{"unknown uplink", "from: telemetry", "from: telemetry\n    to: [edge]", `line 10: rules[0].to[0]: no uplink is named "edge"`},
+	}
+	for _, c := range cases {
+		doc := strings.Replace(good, c.old, c.edit, 1)
+		_, err := Parse([]byte(doc))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: error %v\nwant it to contain %q", c.name, err, c.want)
+		}
+	}
+}
+
+// TestExampleConfigs loads every example config in the repository and every
+// YAML block of the README that is a whole config, so none of them rots.
+func TestExampleConfigs(t *testing.T) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no example configs found in examples/")
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	n := 0
+	for _, b := range blocks {
+		if !strings.HasPrefix(b[1], "gateway:") {
+			continue
+		}
+		n++
+		if _, err := Parse([]byte(b[1])); err != nil {
+			t.Errorf("README config block %d: %v", n, err)
+		}
+	}
+	if n == 0 {
+		t.Error("README has no config example (a ```yaml block starting with gateway:)")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(good))
+	f.Add([]byte("gateway: x\nrules: [{name: a, where: 'a >'}]"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Parse(b) // must not panic
+	})
+}

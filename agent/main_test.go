@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestValidateCommand(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`gateway: gw 1
+inputs:
+  - name: telemetry
+    mqtt: {url: "tcp://127.0.0.1:1883", topics: ["a/#/b"]}
+rules:
+  - name: r
+    from: telemetry
+    where: temperature >
+uplinks: []
+`), 0o600)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"validate", "--config", bad}, &out, &errOut); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	for _, want := range []string{
+		`line 1: gateway: "gw 1": use letters, digits, _ and -`,
+		`line 4: inputs[0].mqtt.topics[0]: "a/#/b": # must be the last level`,
+		`line 8: rules[0].where: 1:14: unexpected end of expression`,
+		`line 9: uplinks: needs at least one uplink`,
+	} {
+		if !strings.Contains(errOut.String(), want) {
+			t.Errorf("validate output lacks %q:\n%s", want, errOut.String())
+		}
+	}
+
+	var vout bytes.Buffer
+	if code := run([]string{"validate", "--config", "../examples/demo.yaml"}, &vout, &errOut); code != 0 {
+		t.Fatalf("valid config: exit %d: %s", code, errOut.String())
+	}
+	if code := run([]string{"validate", "--config", filepath.Join(dir, "missing.yaml")}, &out, &errOut); code != 1 {
+		t.Errorf("missing file: exit %d", code)
+	}
+}
+
+func TestVersionAndUsage(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"version"}, &out, &errOut); code != 0 || out.String() != "sluice dev\n" {
+		t.Errorf("version: %d %q", code, out.String())
+	}
+	if code := run([]string{"frobnicate"}, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), `unknown command "frobnicate"`) {
+		t.Errorf("unknown command: %d %q", code, errOut.String())
+	}
+}

@@ -22,6 +22,8 @@ type Forwarder struct {
 	Uplink    uplink.Uplink
 	BatchSize int
 	Logger    *slog.Logger
+	// OnAck, when set, is called after the cursor moved to seq.
+	OnAck func(seq uint64)
 
 	Delivered atomic.Uint64
 	Failures  atomic.Uint64
@@ -74,6 +76,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				continue
 			}
 			cursor = scanned
+			if f.OnAck != nil {
+				f.OnAck(cursor)
+			}
 		}
 		if len(batch) < size && scanned == cursor {
 			select {

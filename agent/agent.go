@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
@@ -40,11 +41,24 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	for i, u := range cfg.Uplinks {
 		uplinkNames[i] = u.Name
 	}
-	buf, err := buffer.Open(cfg.Buffer.Path, buffer.Options{Uplinks: uplinkNames, NoSync: cfg.Buffer.NoSync})
+	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy) // validated
+	buf, err := buffer.Open(cfg.Buffer.Path, buffer.Options{
+		Uplinks:    uplinkNames,
+		NoSync:     cfg.Buffer.NoSync,
+		MaxBytes:   int64(cfg.Buffer.MaxBytes),
+		MaxRecords: cfg.Buffer.MaxRecords,
+		MaxAge:     cfg.Buffer.MaxAge,
+		Policy:     policy,
+		Logger:     log,
+	})
 	if err != nil {
 		return err
 	}
 	defer buf.Close()
+	if buf.MovedAside != "" {
+		log.Error("started with a fresh buffer: the old file was damaged", "moved_to", buf.MovedAside)
+	}
+	go compactLoop(ctx, buf, log)
 
 	inputs := make([]*pipeline.Input, len(cfg.Inputs))
 	inputIndex := map[string]int{}
@@ -139,6 +153,22 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("buffer totals", "commits", p.Stats.Commits.Load(), "outputs", p.Stats.Outputs.Load(), "records", buf.Records(), "last_seq", buf.LastSeq())
 	return err
+}
+
+// compactLoop gives the file back to the disk after a large backlog drained.
+func compactLoop(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := buf.MaybeCompact(); err != nil {
+				log.Error("buffer compaction failed", "err", err)
+			}
+		}
+	}
 }
 
 func newUplink(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Uplink, error) {

@@ -29,8 +29,8 @@ func TestCommitReadAckReopen(t *testing.T) {
 			t.Fatalf("entry %d seq %d", i, e.Seq)
 		}
 	}
-	got, scanned, err := b.Read("cloud", 0, 3, nil)
-	if err != nil || len(got) != 3 || scanned != 3 {
+	got, scanned, err := b.Read("cloud", Position{}, 3, nil)
+	if err != nil || len(got) != 3 || scanned.Normal != 3 {
 		t.Fatalf("read: %d entries, scanned %d, %v", len(got), scanned, err)
 	}
 	for i, e := range got {
@@ -38,7 +38,7 @@ func TestCommitReadAckReopen(t *testing.T) {
 			t.Errorf("entry %d: %+v %s", i, e, e.Payload)
 		}
 	}
-	if err := b.Ack("cloud", 3); err != nil {
+	if err := b.Ack("cloud", Position{Normal: 3}); err != nil {
 		t.Fatal(err)
 	}
 	if b.Records() != 2 {
@@ -58,7 +58,7 @@ func TestCommitReadAckReopen(t *testing.T) {
 	}
 	cur, _ := b.Cursor("cloud")
 	got, _, _ = b.Read("cloud", cur, 100, nil)
-	if len(got) != 2 || got[0].Seq != 4 {
+	if len(got) != 2 || got[0].Seq != 4 || cur.Normal != 3 {
 		t.Fatalf("after reopen read %+v", got)
 	}
 	c = Commit{Entries: entries(1)}
@@ -89,9 +89,9 @@ func TestRoutesAndSlowestUplinkKeepsEntries(t *testing.T) {
 	if err := b.Commit(&c); err != nil {
 		t.Fatal(err)
 	}
-	ga, sa, _ := b.Read("a", 0, 10, nil)
-	gb, sb, _ := b.Read("b", 0, 10, nil)
-	if len(ga) != 2 || ga[1].Seq != 2 || sa != 4 || len(gb) != 2 || gb[0].Seq != 3 || sb != 4 {
+	ga, sa, _ := b.Read("a", Position{}, 10, nil)
+	gb, sb, _ := b.Read("b", Position{}, 10, nil)
+	if len(ga) != 2 || ga[1].Seq != 2 || sa.Normal != 4 || len(gb) != 2 || gb[0].Seq != 3 || sb.Normal != 4 {
 		t.Fatalf("routing: a %d (scanned %d), b %d (scanned %d)", len(ga), sa, len(gb), sb)
 	}
 	b.Ack("a", sa)

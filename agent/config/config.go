@@ -8,8 +8,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -121,6 +123,54 @@ type Buffer struct {
 	CommitMaxRecords   int           `yaml:"commit_max_records"`  // commit once this many inputs wait
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval"` // window state of QoS 0 inputs
 	NoSync             bool          `yaml:"no_sync"`             // benchmarks only
+	MaxBytes           ByteSize      `yaml:"max_bytes"`           // cap on queued outputs; default 256MiB
+	MaxRecords         int64         `yaml:"max_records"`         // cap on queued outputs; 0: none
+	MaxAge             time.Duration `yaml:"max_age"`             // older outputs are dropped; 0: never
+	Policy             string        `yaml:"policy"`              // drop_oldest (default), drop_newest, backpressure
+}
+
+// DefaultMaxBytes caps the buffer when the config does not: days of
+// summaries for a typical gateway, and safe for 32-bit memory maps.
+const DefaultMaxBytes = 256 << 20
+
+// maxBytes32 is the largest buffer a 32-bit gateway can map: bbolt maps the
+// whole file into an address space of 2-3 GiB shared with everything else,
+// and grows the map by doubling.
+const maxBytes32 = 1 << 30
+
+// ByteSize is a size in bytes, written as a number or with a unit: 512KiB,
+// 64MiB, 1GiB (or KB, MB, GB as powers of 1000).
+type ByteSize int64
+
+// UnmarshalYAML reads a number or a number with a unit.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*b = v
+	return nil
+}
+
+// ParseByteSize reads "64MiB", "1GB" or "1048576".
+func ParseByteSize(s string) (ByteSize, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"B", 1}}
+	t := strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("%q is not a size like 64MiB", s)
+	}
+	return ByteSize(n * mult), nil
 }
 
 // Log configures logging.
@@ -188,6 +238,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Buffer.CommitMaxRecords <= 0 {
 		c.Buffer.CommitMaxRecords = DefaultCommitMaxRecords
+	}
+	if c.Buffer.MaxBytes == 0 {
+		c.Buffer.MaxBytes = DefaultMaxBytes
+	}
+	if c.Buffer.Policy == "" {
+		c.Buffer.Policy = "drop_oldest"
 	}
 	if c.Buffer.CheckpointInterval <= 0 {
 		c.Buffer.CheckpointInterval = DefaultCheckpointInterval

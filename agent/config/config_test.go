@@ -70,6 +70,8 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"unknown key", "group_by: [device]", "group_by: [device]\n    groupby: [x]", "line 11: field groupby not found"},
 		{"bad subject", `nats: {url: "nats://127.0.0.1:4222"}`, `nats: {url: "nats://127.0.0.1:4222", subject: "a.*.{rule}"}`, "uplinks[0].nats.subject:"},
 		{"field outside aggregate", "avg_t: avg(temperature)", "avg_t: temperature", `rules[0].select.avg_t: 1:1: field "temperature" must be in group_by`},
+		{"bad policy", "uplinks:", "buffer: {policy: keep_all}\nuplinks:", `line 16: buffer.policy: unknown policy "keep_all"`},
+		{"bad size", "uplinks:", "buffer: {max_bytes: 12 parsecs}\nuplinks:", `line 16: "12 parsecs" is not a size like 64MiB`},
 		{"unknown uplink", "from: telemetry", "from: telemetry\n    to: [edge]", `line 10: rules[0].to[0]: no uplink is named "edge"`},
 	}
 	for _, c := range cases {
@@ -123,4 +125,31 @@ func FuzzParse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Parse(b) // must not panic
 	})
+}
+
+func TestBufferCapsAnd32BitLimit(t *testing.T) {
+	doc := strings.Replace(good, "uplinks:", "buffer: {max_bytes: 2GiB, max_records: 1000000, max_age: 72h, policy: backpressure}\nuplinks:", 1)
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Buffer.MaxBytes != 2<<30 || c.Buffer.MaxRecords != 1e6 || c.Buffer.MaxAge != 72*time.Hour || c.Buffer.Policy != "backpressure" {
+		t.Errorf("buffer %+v", c.Buffer)
+	}
+	errs := c.validate(32)
+	if len(errs) != 1 || errs[0].Path != "buffer.max_bytes" || !strings.Contains(errs[0].Msg, "2048 MiB is more than a 32-bit gateway can memory-map") {
+		t.Errorf("32-bit: %v", errs)
+	}
+	if errs := c.validate(64); len(errs) != 0 {
+		t.Errorf("64-bit: %v", errs)
+	}
+	def, _ := Parse([]byte(good))
+	if def.Buffer.MaxBytes != DefaultMaxBytes || len(def.validate(32)) != 0 {
+		t.Errorf("default cap %d must fit 32-bit gateways", def.Buffer.MaxBytes)
+	}
+	for in, want := range map[string]ByteSize{"512KiB": 512 << 10, "64MiB": 64 << 20, "1GB": 1e9, "100": 100, "7 MiB": 7 << 20} {
+		if got, err := ParseByteSize(in); err != nil || got != want {
+			t.Errorf("%s: %d %v", in, got, err)
+		}
+	}
 }

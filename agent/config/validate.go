@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"strconv"
 	"time"
 
+	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/uplink"
 )
@@ -16,6 +18,11 @@ var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 // Validate returns every error in c, each with its field path. Lines are
 // filled in by Parse.
 func (c *Config) Validate() Errors {
+	return c.validate(strconv.IntSize)
+}
+
+// validate checks c for a machine whose words have wordBits bits.
+func (c *Config) validate(wordBits int) Errors {
 	var errs Errors
 	add := func(path, format string, args ...any) {
 		errs = append(errs, FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
@@ -88,6 +95,20 @@ func (c *Config) Validate() Errors {
 	}
 	if len(c.Uplinks) == 0 {
 		add("uplinks", "needs at least one uplink")
+	}
+
+	if _, err := buffer.ParsePolicy(c.Buffer.Policy); err != nil {
+		add("buffer.policy", "%v", err)
+	}
+	if c.Buffer.MaxRecords < 0 {
+		add("buffer.max_records", "must not be negative")
+	}
+	if c.Buffer.MaxAge < 0 {
+		add("buffer.max_age", "must not be negative")
+	}
+	if wordBits == 32 && c.Buffer.MaxBytes > maxBytes32 {
+		add("buffer.max_bytes", "%d MiB is more than a 32-bit gateway can memory-map (bbolt maps the whole file): at most %d MiB here",
+			c.Buffer.MaxBytes>>20, maxBytes32>>20)
 	}
 
 	ruleNames := map[string]bool{}

@@ -22,8 +22,8 @@ type Forwarder struct {
 	Uplink    uplink.Uplink
 	BatchSize int
 	Logger    *slog.Logger
-	// OnAck, when set, is called after the cursor moved to seq.
-	OnAck func(seq uint64)
+	// OnAck, when set, is called after the cursor moved to pos.
+	OnAck func(pos buffer.Position)
 
 	Delivered atomic.Uint64
 	Failures  atomic.Uint64
@@ -49,7 +49,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
 		changed := f.Buffer.Changed()
-		var scanned uint64
+		var scanned buffer.Position
 		batch, scanned, err = f.Buffer.Read(name, cursor, size, batch[:0])
 		if err != nil {
 			log.Error("read buffer", "err", err)
@@ -69,7 +69,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.Delivered.Add(uint64(len(batch)))
 			backoff = 0
 		}
-		if scanned > cursor {
+		if scanned != cursor {
 			if err := f.Buffer.Ack(name, scanned); err != nil {
 				log.Error("ack buffer", "err", err)
 				backoff = f.wait(ctx, backoff)

@@ -7,6 +7,7 @@ package pipeline
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -376,7 +377,14 @@ func (p *Pipeline) commit(ctx context.Context) {
 			break
 		}
 		p.Stats.CommitErrors.Add(1)
-		p.log.Error("commit failed; inputs stay unacked and the commit is retried", "err", err, "retry_in", backoff)
+		if errors.Is(err, buffer.ErrFull) {
+			// Backpressure policy: inputs stay unacked until uplinks drain.
+			if backoff == 10*time.Millisecond {
+				p.log.Warn("buffer full: holding inputs until uplinks drain it", "waiting", p.waiting)
+			}
+		} else {
+			p.log.Error("commit failed; inputs stay unacked and the commit is retried", "err", err, "retry_in", backoff)
+		}
 		select {
 		case <-time.After(backoff):
 		case <-ctx.Done():

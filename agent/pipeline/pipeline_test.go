@@ -172,7 +172,7 @@ func TestForwarderDeliversAndAcks(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	acked := make(chan uint64, 10)
-	fwd := &Forwarder{Buffer: buf, Uplink: up, BatchSize: 3, OnAck: func(seq uint64) { acked <- seq }}
+	fwd := &Forwarder{Buffer: buf, Uplink: up, BatchSize: 3, OnAck: func(pos buffer.Position) { acked <- pos.Normal }}
 	go func() { defer wg.Done(); fwd.Run(ctx) }()
 	c := buffer.Commit{Entries: make([]buffer.Entry, 7)}
 	for i := range c.Entries {
@@ -195,7 +195,7 @@ func TestForwarderDeliversAndAcks(t *testing.T) {
 			t.Errorf("message %d: seq %d id %s", i, e.Seq, ids[i])
 		}
 	}
-	if cur, _ := buf.Cursor("up"); cur != 7 || buf.Records() != 0 {
+	if cur, _ := buf.Cursor("up"); cur.Normal != 7 || buf.Records() != 0 {
 		t.Errorf("cursor %d, records %d", cur, buf.Records())
 	}
 }

@@ -31,6 +31,7 @@ test: test-deps
 	go test -count=1 -timeout 15m ./...
 
 bench: build test-deps
+	go run ./tools/benchbuf
 	go run ./tools/bench --sluice bin/sluice --sim bin/firmware-sim
 
 cross:

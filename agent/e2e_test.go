@@ -79,9 +79,15 @@ uplinks:
       subject: telemetry.{gateway}.{rule}
 `
 
-func newRig(t *testing.T) *rig {
+func newRig(t *testing.T) *rig { t.Helper(); return newRigWithData(t, "") }
+
+// newRigWithData is newRig with the agent's data dir at dataDir.
+func newRigWithData(t *testing.T, dataDir string) *rig {
 	t.Helper()
 	dir := t.TempDir()
+	if dataDir == "" {
+		dataDir = filepath.Join(dir, "data")
+	}
 	broker, err := testenv.StartMosquitto(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -108,7 +114,7 @@ func newRig(t *testing.T) *rig {
 	}
 	t.Cleanup(col.Stop)
 	cfg := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(e2eConfig, filepath.Join(dir, "data"), broker.URL, ns.ClientURL())), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(e2eConfig, dataDir, broker.URL, ns.ClientURL())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -125,8 +131,9 @@ func newRig(t *testing.T) *rig {
 
 // agentProc is a running agent child process.
 type agentProc struct {
-	cmd  *exec.Cmd
-	done chan struct{}
+	cmd   *exec.Cmd
+	done  chan struct{}
+	lines *testenv.LineWaiter
 }
 
 // startAgent runs the agent and waits until its MQTT input subscribed.
@@ -146,7 +153,7 @@ func (r *rig) startAgent() *agentProc {
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
 	}
-	p := &agentProc{cmd: cmd, done: make(chan struct{})}
+	p := &agentProc{cmd: cmd, done: make(chan struct{}), lines: lines}
 	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
 	r.t.Cleanup(func() { p.stop(r.t) })
 	r.agent = p
@@ -355,4 +362,75 @@ func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 			t.Log(l)
 		}
 	}
+}
+
+// TestDamagedBufferFileAgentKeepsRunning starts the agent on a buffer file
+// full of garbage: it moves the file aside, says so, and works.
+func TestDamagedBufferFileAgentKeepsRunning(t *testing.T) {
+	r := newRig(t)
+	data := filepath.Join(r.dir, "data")
+	os.MkdirAll(data, 0o700)
+	garbage := make([]byte, 64<<10)
+	for i := range garbage {
+		garbage[i] = byte(i * 7)
+	}
+	os.WriteFile(filepath.Join(data, "buffer.db"), garbage, 0o600)
+	r.startAgent()
+	f := publish(t, r.broker.URL, 5, 500, 0, nil)
+	if got, err := r.collector.WaitSum("n", 500, 30*time.Second); err != nil {
+		t.Fatalf("%v (got %v)", err, got)
+	}
+	r.check(f, 500)
+	b, _ := os.ReadFile(filepath.Join(r.dir, "agent.log"))
+	if !strings.Contains(string(b), "buffer file is damaged; moved aside") {
+		t.Errorf("the agent did not say the buffer was damaged")
+	}
+	aside, _ := filepath.Glob(filepath.Join(data, "buffer.db.corrupt-*"))
+	if len(aside) != 1 {
+		t.Errorf("moved-aside files: %v", aside)
+	}
+}
+
+// TestDiskFullAgentHoldsInputsAndRecovers runs the agent with its data dir
+// on a tiny tmpfs that is then filled: commits fail, nothing is acked or
+// lost, and once space is freed every message is counted exactly once.
+func TestDiskFullAgentHoldsInputsAndRecovers(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts a tmpfs and needs root (CI runs as root)")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	r := newRigWithData(t, filepath.Join(mnt, "data"))
+	agent := r.startAgent()
+	f := publish(t, r.broker.URL, 10, 1000, 0, nil)
+	if got, err := r.collector.WaitSum("n", 1000, 30*time.Second); err != nil {
+		t.Fatalf("%v (got %v)", err, got)
+	}
+	// Fill the disk, then send more.
+	filler := filepath.Join(mnt, "filler")
+	fill, _ := os.Create(filler)
+	fill.Write(make([]byte, 4<<20)) // fails at ENOSPC: that is the point
+	fill.Close()
+	done := make(chan *fleet)
+	go func() { done <- publish(t, r.broker.URL, 10, 1000, 0, nil) }()
+	if err := agent.lines.Wait("commit failed", 30*time.Second); err != nil {
+		t.Fatalf("no commit failure reported on a full disk: %v", err)
+	}
+	os.Remove(filler)
+	f2 := <-done
+	for dev, n := range f2.count {
+		f.count[dev] += n
+		f.sum[dev] += f2.sum[dev]
+		if f2.max[dev] > f.max[dev] {
+			f.max[dev] = f2.max[dev]
+		}
+	}
+	if got, err := r.collector.WaitSum("n", 2000, 60*time.Second); err != nil {
+		t.Fatalf("after space was freed: %v (got %v)", err, got)
+	}
+	time.Sleep(2500 * time.Millisecond) // a double count would show within two windows
+	r.check(f, 2000)
 }

@@ -16,7 +16,6 @@ import (
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
-	"github.com/sluiceio/sluice/uplink"
 )
 
 // runAgent wires the config into sources, the pipeline, the buffer and the
@@ -169,18 +168,6 @@ func compactLoop(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) {
 			}
 		}
 	}
-}
-
-func newUplink(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Uplink, error) {
-	subject, err := uplink.ParseSubject(u.NATS.Subject)
-	if err != nil {
-		return nil, fmt.Errorf("uplink %s: %w", u.Name, err)
-	}
-	return uplink.NewNATS(u.Name, u.NATS.URL,
-		uplink.WithGateway(cfg.Gateway),
-		uplink.WithSubject(subject),
-		uplink.WithMaxInFlight(u.NATS.MaxInFlight),
-		uplink.WithLogger(log))
 }
 
 // secret reads a secret from a file or an environment variable; secrets are

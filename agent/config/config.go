@@ -57,65 +57,6 @@ type MQTTInput struct {
 	KeepAlive    time.Duration `yaml:"keep_alive"`
 }
 
-// Rule is one rule in its structured form.
-type Rule struct {
-	Name      string   `yaml:"name"`
-	From      string   `yaml:"from"` // input name
-	Where     string   `yaml:"where"`
-	GroupBy   []string `yaml:"group_by"`
-	Window    *Window  `yaml:"window"`
-	Select    Select   `yaml:"select"`
-	Having    string   `yaml:"having"`
-	MaxGroups int      `yaml:"max_groups"`
-	To        []string `yaml:"to"` // uplink names; empty: every uplink
-}
-
-// Window is a rule's window.
-type Window struct {
-	Tumbling time.Duration `yaml:"tumbling"`
-}
-
-// Select is an ordered mapping of output names to expressions.
-type Select []SelectItem
-
-// SelectItem is one entry of a select mapping.
-type SelectItem struct {
-	Name string
-	Expr string
-	line int
-}
-
-// UnmarshalYAML keeps the order of the mapping, which is the order of the
-// values in every output.
-func (s *Select) UnmarshalYAML(n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("line %d: select must be a mapping of name: expression", n.Line)
-	}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
-		if v.Kind != yaml.ScalarNode {
-			return fmt.Errorf("line %d: select.%s must be an expression", v.Line, k.Value)
-		}
-		*s = append(*s, SelectItem{Name: k.Value, Expr: v.Value, line: v.Line})
-	}
-	return nil
-}
-
-// Uplink is one upstream destination.
-type Uplink struct {
-	Name string      `yaml:"name"`
-	NATS *NATSUplink `yaml:"nats"`
-}
-
-// NATSUplink publishes to NATS, with JetStream acks where a stream covers
-// the subject.
-type NATSUplink struct {
-	URL         string `yaml:"url"`
-	Subject     string `yaml:"subject"` // template: {gateway}, {rule}
-	MaxInFlight int    `yaml:"max_in_flight"`
-	BatchSize   int    `yaml:"batch_size"`
-}
-
 // Buffer configures the store-and-forward file and group commit.
 type Buffer struct {
 	Path               string        `yaml:"path"`                // default <data_dir>/buffer.db

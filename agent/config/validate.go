@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/sluiceio/sluice/buffer"
-	"github.com/sluiceio/sluice/rules"
-	"github.com/sluiceio/sluice/uplink"
 )
 
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -76,27 +74,7 @@ func (c *Config) validate(wordBits int) Errors {
 		}
 	}
 
-	uplinks := map[string]bool{}
-	for i, u := range c.Uplinks {
-		p := fmt.Sprintf("uplinks[%d]", i)
-		checkName(p+".name", u.Name, uplinks)
-		if u.NATS == nil {
-			add(p, "needs a destination: nats")
-			continue
-		}
-		if pu, err := url.Parse(u.NATS.URL); err != nil || pu.Host == "" {
-			add(p+".nats.url", "%q is not a server URL like nats://127.0.0.1:4222", u.NATS.URL)
-		}
-		if u.NATS.Subject != "" {
-			if err := checkSubject(u.NATS.Subject); err != nil {
-				add(p+".nats.subject", "%v", err)
-			}
-		}
-	}
-	if len(c.Uplinks) == 0 {
-		add("uplinks", "needs at least one uplink")
-	}
-
+	uplinks := c.validateUplinks(add, checkName)
 	if _, err := buffer.ParsePolicy(c.Buffer.Policy); err != nil {
 		add("buffer.policy", "%v", err)
 	}
@@ -111,52 +89,8 @@ func (c *Config) validate(wordBits int) Errors {
 			c.Buffer.MaxBytes>>20, maxBytes32>>20)
 	}
 
-	ruleNames := map[string]bool{}
-	for i, r := range c.Rules {
-		p := fmt.Sprintf("rules[%d]", i)
-		checkName(p+".name", r.Name, ruleNames)
-		if r.From == "" {
-			add(p+".from", "%v", errRequired)
-		} else if !inputs[r.From] {
-			add(p+".from", "no input is named %q", r.From)
-		}
-		for j, to := range r.To {
-			if !uplinks[to] {
-				add(fmt.Sprintf("%s.to[%d]", p, j), "no uplink is named %q", to)
-			}
-		}
-		if _, err := rules.Compile(r.Spec()); err != nil {
-			var se *rules.SpecError
-			if errors.As(err, &se) {
-				field := se.Field
-				if field == "window.tumbling" && r.Window == nil {
-					field = "window"
-				}
-				add(p+"."+field, "%v", se.Err)
-			} else {
-				add(p, "%v", err)
-			}
-		}
-	}
-	if len(c.Rules) == 0 {
-		add("rules", "needs at least one rule")
-	}
+	c.validateRules(add, checkName, inputs, uplinks)
 	return errs
-}
-
-// Spec translates the rule into the rules package's form.
-func (r *Rule) Spec() rules.Spec {
-	s := rules.Spec{Name: r.Name, Where: r.Where, GroupBy: r.GroupBy, Having: r.Having, MaxGroups: r.MaxGroups}
-	if r.Window != nil {
-		s.Tumbling = r.Window.Tumbling
-		if s.Tumbling == 0 {
-			s.Tumbling = -1 // a window without a size is an error, not a stateless rule
-		}
-	}
-	for _, it := range r.Select {
-		s.Select = append(s.Select, rules.SelectItem{Name: it.Name, Expr: it.Expr})
-	}
-	return s
 }
 
 func checkTopicFilter(t string) error {
@@ -176,9 +110,4 @@ func checkTopicFilter(t string) error {
 		}
 	}
 	return nil
-}
-
-func checkSubject(s string) error {
-	_, err := uplink.ParseSubject(s)
-	return err
 }

@@ -6,8 +6,9 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# The four gateway targets of DESIGN.md: name=GOOS/GOARCH/GOARM.
-CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6
+# Gateway targets: name=GOOS/GOARCH/variant (GOARM for arm, GOMIPS for mips:
+# router CPUs often have no FPU, hence softfloat).
+CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6 riscv64=linux/riscv64/ mipsle=linux/mipsle/softfloat
 
 .PHONY: all build demo test test-deps bench cross lint fuzz clean
 
@@ -41,7 +42,8 @@ cross:
 		for bin in sluice firmware-sim; do \
 			pkg=./agent; [ $$bin = firmware-sim ] && pkg=./firmware-sim; \
 			echo "dist/$$bin-$$os-$$name"; \
-			GOOS=$$os GOARCH=$$arch GOARM=$$arm $(GOBUILD) -o dist/$$bin-$$os-$$name $$pkg; \
+			GOOS=$$os GOARCH=$$arch GOARM=$$(echo $$arm | grep -x '[67]') GOMIPS=$$(echo $$arm | grep -x softfloat) \
+				$(GOBUILD) -o dist/$$bin-$$os-$$name $$pkg; \
 		done; \
 	done
 	cd dist && sha256sum sluice-* firmware-sim-* > SHA256SUMS

@@ -16,6 +16,7 @@ import (
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
+	"github.com/sluiceio/sluice/uplink"
 )
 
 // runAgent wires the config into sources, the pipeline, the buffer and the
@@ -23,7 +24,7 @@ import (
 // guarantee: sources stop handing out messages, the pipeline commits what it
 // holds and acks it, then the MQTT clients disconnect, the forwarders stop and
 // the buffer closes.
-func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
+func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -90,9 +91,12 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	defer stopForwarders()
 	var fwdWG sync.WaitGroup
 	for _, u := range cfg.Uplinks {
-		up, err := newUplink(cfg, u, log)
-		if err != nil {
-			return err
+		up, ok := hooks.uplinks[u.Name]
+		if !ok {
+			var err error
+			if up, err = newUplink(cfg, u, log); err != nil {
+				return err
+			}
 		}
 		defer up.Close()
 		f := &pipeline.Forwarder{Buffer: buf, Uplink: up, BatchSize: u.NATS.BatchSize, Logger: log}
@@ -130,6 +134,19 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 		}
 		sources = append(sources, src)
 	}
+	go func() {
+		for _, s := range sources {
+			select {
+			case <-s.Subscribed():
+			case <-ctx.Done():
+				return
+			}
+		}
+		log.Info("sluice ready: every input subscribed")
+		if hooks.ready != nil {
+			hooks.ready()
+		}
+	}()
 	log.Info("sluice running", "version", version, "gateway", cfg.Gateway, "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks), "buffer", cfg.Buffer.Path)
 
 	<-ctx.Done()
@@ -152,6 +169,12 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	}
 	log.Info("buffer totals", "commits", p.Stats.Commits.Load(), "outputs", p.Stats.Outputs.Load(), "records", buf.Records(), "last_seq", buf.LastSeq())
 	return err
+}
+
+// agentHooks let callers other than `sluice run` take part in a run.
+type agentHooks struct {
+	uplinks map[string]uplink.Uplink // used instead of building these from the config
+	ready   func()                   // called once every input is subscribed
 }
 
 // compactLoop gives the file back to the disk after a large backlog drained.

@@ -33,6 +33,7 @@ const usage = `usage: sluice <command> [flags]
 commands:
   run --config FILE        run the agent
   validate --config FILE   check a config; exit 1 listing each error's line and field
+  selftest                 run the whole pipeline on this machine with a known load; exit 0 when it is exact
   version                  print the version
 `
 
@@ -70,11 +71,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		log := newLogger(cfg.Log, stderr)
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		if err := runAgent(ctx, cfg, log); err != nil && !errors.Is(err, context.Canceled) {
+		if err := runAgent(ctx, cfg, log, agentHooks{}); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("agent stopped", "err", err)
 			return 1
 		}
 		return 0
+	case "selftest":
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return selftest(ctx, stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -54,3 +54,13 @@ func TestVersionAndUsage(t *testing.T) {
 		t.Errorf("unknown command: %d %q", code, errOut.String())
 	}
 }
+
+func TestSelftest(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"selftest"}, &out, &errOut); code != 0 {
+		t.Fatalf("selftest exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "selftest: ok: 2000 messages from 20 devices") {
+		t.Errorf("output %q", out.String())
+	}
+}

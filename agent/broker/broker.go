@@ -16,6 +16,7 @@ import (
 // Broker is a running built-in broker.
 type Broker struct {
 	srv *mqtt.Server
+	tcp *listeners.TCP
 }
 
 // Start listens on addr (host:port) and serves until Close.
@@ -23,19 +24,26 @@ type Broker struct {
 func Start(addr string, log *slog.Logger) (*Broker, error) {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.MaximumInflight = 65535
+	// mochi disconnects a publisher with more unacked QoS 1/2 messages than
+	// this (1024 by default): a device flushing its own backlog would hit it.
+	caps.ReceiveMaximum = 65535
 	caps.MaximumClientWritesPending = 64 * 1024
 	srv := mqtt.New(&mqtt.Options{Capabilities: caps, InlineClient: false, Logger: log.With("component", "broker")})
 	if err := srv.AddHook(new(allowAll), nil); err != nil {
 		return nil, fmt.Errorf("broker: %w", err)
 	}
-	if err := srv.AddListener(listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})); err != nil {
+	tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: addr})
+	if err := srv.AddListener(tcp); err != nil {
 		return nil, fmt.Errorf("broker listen %s: %w", addr, err)
 	}
 	if err := srv.Serve(); err != nil {
 		return nil, fmt.Errorf("broker serve %s: %w", addr, err)
 	}
-	return &Broker{srv: srv}, nil
+	return &Broker{srv: srv, tcp: tcp}, nil
 }
+
+// Addr returns the address the broker listens on (useful with port 0).
+func (b *Broker) Addr() string { return b.tcp.Address() }
 
 // Close stops the broker.
 func (b *Broker) Close() error { return b.srv.Close() }

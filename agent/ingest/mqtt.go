@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,9 @@ type MQTT struct {
 	// before any message of that connection is handed out.
 	SessionPresent func(present bool)
 
+	subscribed     chan struct{} // closed at the first SUBACK
+	subscribedOnce sync.Once
+
 	Received  atomic.Uint64
 	Oversized atomic.Uint64
 	Connects  atomic.Uint64
@@ -58,8 +62,12 @@ func NewMQTT(opts MQTTOptions) *MQTT {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &MQTT{opts: opts, log: log.With("input", opts.ClientID)}
+	return &MQTT{opts: opts, log: log.With("input", opts.ClientID), subscribed: make(chan struct{})}
 }
+
+// Subscribed is closed once the first subscription was acknowledged: from
+// then on the broker keeps messages for this session.
+func (s *MQTT) Subscribed() <-chan struct{} { return s.subscribed }
 
 // Connected reports whether the client is connected now.
 func (s *MQTT) Connected() bool { return s.connected.Load() }
@@ -131,6 +139,7 @@ func (s *MQTT) onConnect(c mqtt.Client) {
 	go func() {
 		if t.WaitTimeout(10*time.Second) && t.Error() == nil {
 			s.log.Info("mqtt subscribed", "url", s.opts.URL, "topics", s.opts.Topics)
+			s.subscribedOnce.Do(func() { close(s.subscribed) })
 			return
 		}
 		err := t.Error()

@@ -10,7 +10,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # router CPUs often have no FPU, hence softfloat).
 CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6 riscv64=linux/riscv64/ mipsle=linux/mipsle/softfloat
 
-.PHONY: all build demo test test-deps bench cross lint fuzz clean
+.PHONY: all build demo test test-deps qemu-test bench cross lint fuzz clean
 
 all: build
 
@@ -30,6 +30,12 @@ test-deps:
 test: test-deps
 	go vet ./...
 	go test -count=1 -timeout 15m ./...
+	bash tools/qemu-test.sh
+
+# arm64, armv7 and mipsle binaries under qemu-user-static (installed when
+# missing and root): version, validate every example, selftest; size budget.
+qemu-test:
+	bash tools/qemu-test.sh
 
 bench: build test-deps
 	go run ./tools/benchbuf

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sort"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 // holds and acks it, then the MQTT clients disconnect, the forwarders stop and
 // the buffer closes.
 func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
+	applyLimits(cfg.Limits, log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -143,20 +145,34 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 			}
 		}
 		log.Info("sluice ready: every input subscribed")
+		if err := sdNotify("READY=1"); err != nil {
+			log.Warn("systemd notify failed", "err", err)
+		}
 		if hooks.ready != nil {
 			hooks.ready()
+		}
+		err := watchdog(ctx, watchdogInterval(), func() error {
+			if since := time.Since(p.LastTick()); since > 30*time.Second {
+				return fmt.Errorf("%w: no tick for %s", errStalled, since.Round(time.Second))
+			}
+			return nil
+		})
+		if err != nil {
+			log.Error("systemd watchdog stopped", "err", err)
 		}
 	}()
 	log.Info("sluice running", "version", version, "gateway", cfg.Gateway, "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks), "buffer", cfg.Buffer.Path)
 
 	<-ctx.Done()
 	log.Info("stopping")
+	sdNotify("STOPPING=1")
 	stopSources()
 	stopPipeline()
 	err = <-pipeDone
 	for _, s := range sources {
 		s.Close()
 	}
+	drainUplinks(buf, cfg.ShutdownTimeout, log)
 	stopForwarders()
 	fwdWG.Wait()
 	for i, in := range inputs {
@@ -169,6 +185,19 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 	}
 	log.Info("buffer totals", "commits", p.Stats.Commits.Load(), "outputs", p.Stats.Outputs.Load(), "records", buf.Records(), "last_seq", buf.LastSeq())
 	return err
+}
+
+// drainUplinks gives the forwarders up to timeout to deliver what is
+// buffered before the agent exits. What they do not deliver stays in the
+// buffer for the next start: nothing is lost either way.
+func drainUplinks(buf *buffer.Buffer, timeout time.Duration, log *slog.Logger) {
+	deadline := time.Now().Add(timeout)
+	for buf.Records() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // shutdown only; the buffer has no "empty" event
+	}
+	if n := buf.Records(); n > 0 {
+		log.Info("outputs left in the buffer for the next start", "records", n)
+	}
 }
 
 // agentHooks let callers other than `sluice run` take part in a run.
@@ -224,4 +253,15 @@ func tagFields(tags map[string]string) []rules.Field {
 		fs[i] = rules.Field{Name: k, Value: rules.String(tags[k])}
 	}
 	return fs
+}
+
+// applyLimits sets the soft memory limit from the config unless GOMEMLIMIT
+// is set in the environment. GOMAXPROCS needs nothing: Go follows the
+// cgroup CPU limit by itself since 1.25.
+func applyLimits(l config.Limits, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return
+	}
+	debug.SetMemoryLimit(int64(l.Memory))
+	log.Debug("memory limit", "bytes", int64(l.Memory))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,6 +52,7 @@ type rig struct {
 	collector *testenv.Collector
 	config    string
 	agent     *agentProc
+	env       []string // extra environment for the agent
 }
 
 const e2eConfig = `gateway: gw-test
@@ -140,6 +142,7 @@ type agentProc struct {
 func (r *rig) startAgent() *agentProc {
 	r.t.Helper()
 	cmd := exec.Command(sluiceBinary(r.t), "run", "--config", r.config)
+	cmd.Env = append(os.Environ(), r.env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		r.t.Fatal(err)
@@ -433,4 +436,57 @@ func TestDiskFullAgentHoldsInputsAndRecovers(t *testing.T) {
 	}
 	time.Sleep(2500 * time.Millisecond) // a double count would show within two windows
 	r.check(f, 2000)
+}
+
+// TestSystemdNotify runs the agent under a fake notify socket, as systemd
+// with Type=notify and WatchdogSec would: READY=1 once the input subscribed,
+// then WATCHDOG=1 at half the watchdog interval, STOPPING=1 at the end.
+func TestSystemdNotify(t *testing.T) {
+	r := newRig(t)
+	sock := filepath.Join(r.dir, "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	r.env = []string{"NOTIFY_SOCKET=" + sock, "WATCHDOG_USEC=200000"}
+	msgs := make(chan string, 100)
+	go func() {
+		buf := make([]byte, 256)
+		for {
+			n, err := conn.Read(buf)
+			if err != nil {
+				close(msgs)
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	agent := r.startAgent()
+	next := func(want string) {
+		t.Helper()
+		select {
+		case got := <-msgs:
+			if got != want {
+				t.Fatalf("notify %q, want %q", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %q within 10s", want)
+		}
+	}
+	next("READY=1")
+	next("WATCHDOG=1")
+	next("WATCHDOG=1")
+	agent.stop(t)
+	// The agent has exited: everything it sent is queued on the socket.
+	for {
+		select {
+		case m := <-msgs:
+			if m == "STOPPING=1" {
+				return
+			}
+		case <-time.After(time.Second):
+			t.Fatal("no STOPPING=1 at shutdown")
+		}
+	}
 }

@@ -69,8 +69,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		log := newLogger(cfg.Log, stderr)
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		ctx, stop := context.WithCancel(context.Background())
 		defer stop()
+		// The first signal stops the agent cleanly; a second exits at once.
+		// Nothing is lost either way: outputs are committed before inputs are
+		// released, and what was not released is delivered again.
+		sigs := make(chan os.Signal, 2)
+		signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sigs
+			stop()
+			<-sigs
+			log.Warn("second signal: exiting now")
+			os.Exit(130)
+		}()
 		if err := runAgent(ctx, cfg, log, agentHooks{}); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("agent stopped", "err", err)
 			return 1

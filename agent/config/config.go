@@ -29,7 +29,22 @@ type Config struct {
 	Uplinks []Uplink          `yaml:"uplinks"`
 	Buffer  Buffer            `yaml:"buffer"`
 	Log     Log               `yaml:"log"`
+	Limits  Limits            `yaml:"limits"`
+	// ShutdownTimeout bounds how long a stopping agent keeps delivering
+	// what is buffered (default 5s); the rest waits for the next start.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
 }
+
+// Limits size the agent for small devices.
+type Limits struct {
+	// Memory is the Go runtime's soft memory limit (GOMEMLIMIT); default
+	// DefaultMemoryLimit, sized for a 256 MB gateway. The environment
+	// variable GOMEMLIMIT, when set, wins.
+	Memory ByteSize `yaml:"memory"`
+}
+
+// DefaultMemoryLimit leaves most of a 256 MB gateway to everything else.
+const DefaultMemoryLimit = 64 << 20
 
 // Broker runs an MQTT broker inside the agent, for gateways without one.
 type Broker struct {
@@ -179,6 +194,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Buffer.CommitMaxRecords <= 0 {
 		c.Buffer.CommitMaxRecords = DefaultCommitMaxRecords
+	}
+	if c.Limits.Memory == 0 {
+		c.Limits.Memory = DefaultMemoryLimit
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 5 * time.Second
 	}
 	if c.Buffer.MaxBytes == 0 {
 		c.Buffer.MaxBytes = DefaultMaxBytes

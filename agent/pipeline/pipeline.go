@@ -98,8 +98,14 @@ type Pipeline struct {
 	firstWait time.Time // arrival of the oldest of them
 	lastSave  time.Time
 
+	heartbeat atomic.Int64 // unix ns of the loop's last tick
+
 	Stats Stats
 }
+
+// LastTick returns when the pipeline's loop last ran its ticker: a loop that
+// stopped ticking is wedged (a commit that never returns, a deadlock).
+func (p *Pipeline) LastTick() time.Time { return time.Unix(0, p.heartbeat.Load()) }
 
 // Stats are the pipeline's counters.
 type Stats struct {
@@ -189,6 +195,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	timer.Stop()
 	armed := false
 	p.lastSave = time.Now()
+	p.heartbeat.Store(time.Now().UnixNano())
 	for {
 		select {
 		case m := <-p.in:
@@ -204,6 +211,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				break
 			}
 		case now := <-tick.C:
+			p.heartbeat.Store(now.UnixNano())
 			for _, r := range p.rules {
 				p.outs = r.Plan.Tick(now, p.outs[:0])
 				p.addOutputs(r, p.outs)

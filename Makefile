@@ -6,11 +6,16 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 GOBUILD := CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)'
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+NFPM := github.com/goreleaser/nfpm/v2/cmd/nfpm@v2.45.2
+# Debian versions must start with a digit.
+DEB_VERSION ?= 0.1.0+git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+# Debian arch = dist/ name.
+DEBS := amd64=amd64 arm64=arm64 armhf=armv7
 # Gateway targets: name=GOOS/GOARCH/variant (GOARM for arm, GOMIPS for mips:
 # router CPUs often have no FPU, hence softfloat).
 CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6 riscv64=linux/riscv64/ mipsle=linux/mipsle/softfloat
 
-.PHONY: all build demo test test-deps qemu-test bench cross lint fuzz clean
+.PHONY: all build demo test test-deps qemu-test deb-test package bench cross lint fuzz clean
 
 all: build
 
@@ -31,6 +36,7 @@ test: test-deps
 	go vet ./...
 	go test -count=1 -timeout 15m ./...
 	bash tools/qemu-test.sh
+	bash tools/deb-test.sh
 
 # arm64, armv7 and mipsle binaries under qemu-user-static (installed when
 # missing and root): version, validate every example, selftest; size budget.
@@ -53,6 +59,22 @@ cross:
 		done; \
 	done
 	cd dist && sha256sum sluice-* firmware-sim-* > SHA256SUMS
+
+# .deb packages for amd64, arm64 and armhf in dist/.
+package:
+	@mkdir -p dist
+	@set -e; for d in $(DEBS); do \
+		arch=$${d%%=*}; name=$${d#*=}; \
+		case $$name in armv7) goarch=arm; goarm=7;; *) goarch=$$name; goarm=;; esac; \
+		GOOS=linux GOARCH=$$goarch GOARM=$$goarm $(GOBUILD) -o dist/sluice-linux-$$name ./agent; \
+		sed -e "s|\$${ARCH}|$$arch|; s|\$${BIN}|dist/sluice-linux-$$name|; s|\$${DEB_VERSION}|$(DEB_VERSION)|" \
+			deploy/nfpm.yaml > dist/nfpm-$$arch.yaml; \
+		go run $(NFPM) package --config dist/nfpm-$$arch.yaml --packager deb --target dist/sluice_$(DEB_VERSION)_$$arch.deb; \
+	done
+
+# Installs the amd64 .deb with dpkg, runs sluice from it and removes it.
+deb-test:
+	bash tools/deb-test.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }

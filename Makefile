@@ -15,7 +15,7 @@ DEBS := amd64=amd64 arm64=arm64 armhf=armv7
 # router CPUs often have no FPU, hence softfloat).
 CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6 riscv64=linux/riscv64/ mipsle=linux/mipsle/softfloat
 
-.PHONY: all build demo test test-deps qemu-test deb-test package bench cross lint fuzz clean
+.PHONY: footprint all build demo test test-deps qemu-test deb-test package bench cross lint fuzz clean
 
 all: build
 
@@ -75,6 +75,10 @@ package:
 # Installs the amd64 .deb with dpkg, runs sluice from it and removes it.
 deb-test:
 	bash tools/deb-test.sh
+
+# What each dependency adds to the arm64 binary.
+footprint:
+	bash tools/footprint.sh
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt: the files above need formatting"; exit 1; }

@@ -11,14 +11,18 @@ import (
 
 func TestPayloadFormat(t *testing.T) {
 	const ts = int64(1732500000000)
-	f := NewFleet(50, 1, "sensors/{device}/telemetry")
+	f := NewFleet(FleetOptions{Devices: 50, Seed: 1, Topic: "sensors/{device}/telemetry"})
 	var buf []byte
 	var r Reading
 	for i := range 500 {
 		buf, r = f.Next(buf[:0], ts+int64(i))
 		name := fmt.Sprintf("dev-%d", i%50)
+		var p struct{ Humidity float64 }
+		if err := json.Unmarshal(buf, &p); err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
 		want := fmt.Sprintf(`{"device":"%s","temperature":%.1f,"humidity":%.1f,"ts":%d}`,
-			name, r.Temperature, r.Humidity, ts+int64(i))
+			name, r.Value, p.Humidity, ts+int64(i))
 		if string(buf) != want {
 			t.Fatalf("payload %d:\n got %s\nwant %s", i, buf, want)
 		}
@@ -51,11 +55,11 @@ func TestPayloadFormat(t *testing.T) {
 		}
 		temp := oneDecimal(t, vals["temperature"])
 		hum := oneDecimal(t, vals["humidity"])
-		if temp < 10 || temp > 35 || temp != r.Temperature {
-			t.Fatalf("payload %d: temperature %v (reading %v)", i, temp, r.Temperature)
+		if temp < 10 || temp > 35 || temp != r.Value {
+			t.Fatalf("payload %d: temperature %v (reading %v)", i, temp, r.Value)
 		}
-		if hum < 30 || hum > 60 || hum != r.Humidity {
-			t.Fatalf("payload %d: humidity %v (reading %v)", i, hum, r.Humidity)
+		if hum < 30 || hum > 60 || hum != p.Humidity {
+			t.Fatalf("payload %d: humidity %v", i, hum)
 		}
 		n, ok := vals["ts"].(json.Number)
 		if !ok {
@@ -84,7 +88,7 @@ func oneDecimal(t *testing.T, v any) float64 {
 
 func TestSameSeedSamePayloads(t *testing.T) {
 	gen := func(seed uint64) []string {
-		f := NewFleet(50, seed, "t/{device}")
+		f := NewFleet(FleetOptions{Devices: 50, Seed: seed, Topic: "t/{device}"})
 		var out []string
 		var buf []byte
 		for i := range 5000 {
@@ -112,17 +116,17 @@ func TestSameSeedSamePayloads(t *testing.T) {
 // 15–30 °C, readings stay near their base and move slowly.
 func TestTemperatureBelievable(t *testing.T) {
 	const n, rounds = 100, 2000
-	f := NewFleet(n, 1, "t")
+	f := NewFleet(FleetOptions{Devices: n, Seed: 1, Topic: "t"})
 	var sum [n]float64
 	var prev [n]float64
 	var maxStep float64
 	for i := range n * rounds {
 		_, r := f.Next(nil, 0)
 		if i >= n {
-			maxStep = math.Max(maxStep, math.Abs(r.Temperature-prev[r.Device]))
+			maxStep = math.Max(maxStep, math.Abs(r.Value-prev[r.Device]))
 		}
-		prev[r.Device] = r.Temperature
-		sum[r.Device] += r.Temperature
+		prev[r.Device] = r.Value
+		sum[r.Device] += r.Value
 	}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range sum {
@@ -138,7 +142,7 @@ func TestTemperatureBelievable(t *testing.T) {
 }
 
 func BenchmarkFleetNext(b *testing.B) {
-	f := NewFleet(1000, 1, "sensors/{device}/telemetry")
+	f := NewFleet(FleetOptions{Devices: 1000, Seed: 1, Topic: "sensors/{device}/telemetry"})
 	buf := make([]byte, 0, 128)
 	b.ReportAllocs()
 	for i := range b.N {

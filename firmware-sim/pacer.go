@@ -18,8 +18,13 @@ const Tick = time.Millisecond
 //
 // A Pacer is not safe for concurrent use; it reads the clock only through the
 // function given to NewPacer, so tests can drive it with a fake clock.
+//
+// With a burst size b > 1 the same mean rate is sent in bursts: messages
+// k-k%b .. k-k%b+b-1 are all due at the time message k-k%b would be due
+// without bursts, so b messages leave at once every b/rate seconds.
 type Pacer struct {
 	rate  float64
+	burst uint64
 	start time.Time
 	now   func() time.Time
 }
@@ -27,7 +32,13 @@ type Pacer struct {
 // NewPacer returns a pacer for rate messages per second whose schedule starts
 // at now(). rate must be positive and finite.
 func NewPacer(rate float64, now func() time.Time) *Pacer {
-	return &Pacer{rate: rate, start: now(), now: now}
+	return NewBurstPacer(rate, 1, now)
+}
+
+// NewBurstPacer is NewPacer with messages sent in bursts of burst (0 or 1:
+// evenly spaced).
+func NewBurstPacer(rate float64, burst uint64, now func() time.Time) *Pacer {
+	return &Pacer{rate: rate, burst: max(burst, 1), start: now(), now: now}
 }
 
 // Start returns the time message 0 was due.
@@ -38,6 +49,10 @@ func (p *Pacer) Elapsed() time.Duration { return p.now().Sub(p.start) }
 
 // Offset returns how long after the start message k is due.
 func (p *Pacer) Offset(k uint64) time.Duration {
+	return p.offset(k - k%p.burst)
+}
+
+func (p *Pacer) offset(k uint64) time.Duration {
 	// k*1e9 is exact below 2^53/1e9 ≈ 9e6 messages and a division whose exact
 	// quotient is representable is exact, so whole-nanosecond offsets (as at
 	// 1/s or 50000/s) are not pushed up by ceil through rounding error.
@@ -54,15 +69,16 @@ func (p *Pacer) DueAt(elapsed time.Duration) uint64 {
 	if elapsed < 0 {
 		return 0
 	}
-	// Estimate, then correct the float estimate against Offset itself.
+	// Estimate, then correct the float estimate against offset itself.
 	n := uint64(float64(elapsed)*p.rate/1e9) + 1
-	for n > 0 && p.Offset(n-1) > elapsed {
+	for n > 0 && p.offset(n-1) > elapsed {
 		n--
 	}
-	for p.Offset(n) <= elapsed {
+	for p.offset(n) <= elapsed {
 		n++
 	}
-	return n
+	// Every message of a burst whose first message is due is due.
+	return (n + p.burst - 1) / p.burst * p.burst
 }
 
 // Due returns how many messages are due now.

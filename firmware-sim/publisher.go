@@ -43,15 +43,20 @@ type conn struct {
 	slots   chan struct{}   // QoS 1: one per message in flight
 	pending chan pendingAck // QoS 1: tokens in publish order, for the acker
 	ackDone chan struct{}   // QoS 1: closed when the acker returns
-	last    mqtt.Token      // QoS 0: the last message handed to paho
+	last    mqtt.Token      // the last message handed to paho
+	// down is set by the send loop when a storm takes the connection down
+	// and cleared by the flap goroutine once it is connected again.
+	down atomic.Bool
 }
 
 // publisher spreads messages over one or more MQTT connections and counts
-// what happened to them.
+// what happened to them. Connection 0 also subscribes to device commands
+// (again after each reconnect) and carries the replies.
 //
-// Publish and Close are called from a single goroutine (the send loop); one
-// acker goroutine per connection settles QoS 1 tokens. Sent, Acked and Errors
-// may be read from any goroutine at any time.
+// Publish, Flap, Reply and Close are called from a single goroutine (the
+// send loop); one acker goroutine per connection settles QoS 1 tokens, and
+// one goroutine per Flap takes its connection down and up again. Sent, Acked,
+// Errors and the other counters may be read from any goroutine at any time.
 type publisher struct {
 	broker string
 	qos    byte
@@ -64,13 +69,28 @@ type publisher struct {
 	firstErrMsg       atomic.Pointer[string]
 
 	slab []byte // payload copies are carved from here; paho keeps the slice
+
+	cmdFilter  string
+	subscribed chan struct{} // closed when the first command subscription is in place
+	subOnce    sync.Once
+	stopFlaps  chan struct{}
+	flaps      sync.WaitGroup
+
+	disconnects, reconnects, replies atomic.Uint64
 }
 
 // newPublisher prepares n connections to broker. The client IDs are clientID
 // when n is 1, clientID-0 .. clientID-(n-1) otherwise. logf receives
-// connection events; it must be safe for concurrent use.
-func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ...any)) *publisher {
-	p := &publisher{broker: broker, qos: qos, abort: make(chan struct{}), logf: logf}
+// connection events; it must be safe for concurrent use. If cmdFilter is
+// not empty, connection 0 subscribes to it and calls onCmd, from paho's
+// goroutine, for each message that arrives.
+func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ...any),
+	cmdFilter string, onCmd func(topic string, payload []byte)) *publisher {
+	p := &publisher{broker: broker, qos: qos, abort: make(chan struct{}), logf: logf,
+		cmdFilter: cmdFilter, subscribed: make(chan struct{}), stopFlaps: make(chan struct{})}
+	if cmdFilter == "" {
+		close(p.subscribed)
+	}
 	for i := range n {
 		id := clientID
 		if n > 1 {
@@ -94,6 +114,22 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 			SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
 				logf("connection %s reconnecting to %s", id, broker)
 			})
+		if i == 0 && cmdFilter != "" {
+			// With a clean session the subscription is made again on
+			// every connect.
+			opts.SetOnConnectHandler(func(cl mqtt.Client) {
+				tok := cl.Subscribe(cmdFilter, 1, func(_ mqtt.Client, m mqtt.Message) {
+					onCmd(m.Topic(), m.Payload())
+				})
+				go func() {
+					if tok.WaitTimeout(connectTimeout) && tok.Error() == nil {
+						p.subOnce.Do(func() { close(p.subscribed) })
+					} else {
+						logf("subscribe to commands %s: %v", cmdFilter, tok.Error())
+					}
+				}()
+			})
+		}
 		c := &conn{id: id, client: mqtt.NewClient(opts)}
 		if qos > 0 {
 			c.slots = make(chan struct{}, MaxInflight)
@@ -131,6 +167,14 @@ func (p *publisher) Connect(ctx context.Context) error {
 			}
 			return fmt.Errorf("connect to %s as %s: %w", p.broker, p.conns[i].id, err)
 		}
+	}
+	select {
+	case <-p.subscribed:
+	case <-timer.C:
+		p.conns[0].client.Disconnect(0)
+		return fmt.Errorf("subscribe to commands %s on %s: no SUBACK after %s", p.cmdFilter, p.broker, connectTimeout)
+	case <-ctx.Done():
+		return fmt.Errorf("subscribe to commands %s on %s: %w", p.cmdFilter, p.broker, ctx.Err())
 	}
 	if p.qos > 0 {
 		for _, c := range p.conns {
@@ -177,8 +221,69 @@ func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []
 	default:
 	}
 	p.sent.Add(1)
+	c.last = tok
 	c.pending <- pendingAck{tok: tok, deadline: time.Now().Add(AckTimeout)}
 	return nil
+}
+
+// Down reports whether connection i is down because of Flap: the send loop
+// does not publish on it then.
+func (p *publisher) Down(i int) bool { return p.conns[i].down.Load() }
+
+// Flap takes connection i down for about down, as a device losing its
+// network does: it is marked down at once (Down reports true), and in the
+// background, once its last message is settled, disconnected, and after down
+// connected again and marked up. It reports false if the connection was
+// down already.
+func (p *publisher) Flap(i int, down time.Duration) bool {
+	c := p.conns[i]
+	if c.down.Load() {
+		return false
+	}
+	c.down.Store(true)
+	last := c.last
+	p.flaps.Add(1)
+	go func() {
+		defer p.flaps.Done()
+		timer := time.NewTimer(AckTimeout)
+		defer timer.Stop()
+		if last != nil {
+			select {
+			case <-last.Done():
+			case <-timer.C:
+			case <-p.stopFlaps:
+				return
+			}
+		}
+		c.client.Disconnect(0)
+		p.disconnects.Add(1)
+		timer.Reset(down)
+		select {
+		case <-timer.C:
+		case <-p.stopFlaps:
+			return
+		}
+		tok := c.client.Connect()
+		select {
+		case <-tok.Done():
+		case <-p.stopFlaps:
+			return
+		}
+		if err := tok.Error(); err != nil {
+			p.logf("connection %s: reconnect after storm: %v", c.id, err)
+			return
+		}
+		p.reconnects.Add(1)
+		c.down.Store(false)
+	}()
+	return true
+}
+
+// Reply publishes a command reply at QoS 1 on connection 0, outside the
+// message counts. It does not wait for the acknowledgement.
+func (p *publisher) Reply(topic string, payload []byte) {
+	p.conns[0].client.Publish(topic, 1, false, payload)
+	p.replies.Add(1)
 }
 
 // ack settles the QoS 1 tokens of c in publish order until c.pending is
@@ -220,6 +325,8 @@ func (p *publisher) ack(c *conn) {
 // the last QoS 0 message to be written), counts the rest as errors and
 // disconnects. Publish must not be called after Close.
 func (p *publisher) Close(grace time.Duration) {
+	close(p.stopFlaps)
+	p.flaps.Wait()
 	stop := time.AfterFunc(grace, func() { close(p.abort) })
 	for _, c := range p.conns {
 		if p.qos > 0 {

@@ -323,11 +323,11 @@ func TestFlags(t *testing.T) {
 		{"--start-ts-ms", "-5"}, {"--nope"}, {"extra"},
 	} {
 		var out bytes.Buffer
-		if code := realMain(args, &out); code != 2 || out.Len() == 0 {
+		if code := realMain(args, io.Discard, &out); code != 2 || out.Len() == 0 {
 			t.Errorf("%q: exit %d, output %q; want 2 and a message", args, code, out.String())
 		}
 	}
-	if code := realMain([]string{"-h"}, io.Discard); code != 0 {
+	if code := realMain([]string{"-h"}, io.Discard, io.Discard); code != 0 {
 		t.Errorf("-h: exit %d", code)
 	}
 }

@@ -30,6 +30,7 @@ type Config struct {
 	Buffer  Buffer            `yaml:"buffer"`
 	Log     Log               `yaml:"log"`
 	Limits  Limits            `yaml:"limits"`
+	API     API               `yaml:"api"` // local HTTP server (api.go)
 	// ShutdownTimeout bounds how long a stopping agent keeps delivering
 	// what is buffered (default 5s); the rest waits for the next start.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -195,6 +196,7 @@ func (c *Config) setDefaults() {
 	if c.Buffer.CommitMaxRecords <= 0 {
 		c.Buffer.CommitMaxRecords = DefaultCommitMaxRecords
 	}
+	c.setAPIDefaults()
 	if c.Limits.Memory == 0 {
 		c.Limits.Memory = DefaultMemoryLimit
 	}

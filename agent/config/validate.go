@@ -90,6 +90,7 @@ func (c *Config) validate(wordBits int) Errors {
 	}
 
 	c.validateRules(add, checkName, inputs, uplinks)
+	c.validateAPI(add)
 	return errs
 }
 

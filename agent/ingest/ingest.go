@@ -21,4 +21,17 @@ type Message struct {
 	// MQTT delivery facts that make redelivery after a crash exact.
 	PacketID uint16
 	Dup      bool
+
+	// Position, when not nil, is saved in the same commit as the outputs
+	// this message caused (a log file's offset): the source resumes from it
+	// after a restart. Sources that need no saving leave it nil.
+	Position *Position
+}
+
+// Position is an input position the pipeline saves with a commit: Key under
+// Scope gets Value. A later position for the same key replaces it.
+type Position struct {
+	Scope string // e.g. "log/<input>"
+	Key   []byte // e.g. the file identity
+	Value []byte // e.g. the offset after this line
 }

@@ -94,8 +94,9 @@ type Pipeline struct {
 	outs      []rules.Output
 	entries   []buffer.Entry
 	acks      []ingest.Acker
-	waiting   int       // messages since the last commit
-	firstWait time.Time // arrival of the oldest of them
+	positions map[positionKey]*ingest.Position // latest per scope and key
+	waiting   int                              // messages since the last commit
+	firstWait time.Time                        // arrival of the oldest of them
 	lastSave  time.Time
 
 	heartbeat atomic.Int64 // unix ns of the loop's last tick
@@ -106,6 +107,12 @@ type Pipeline struct {
 // LastTick returns when the pipeline's loop last ran its ticker: a loop that
 // stopped ticking is wedged (a commit that never returns, a deadlock).
 func (p *Pipeline) LastTick() time.Time { return time.Unix(0, p.heartbeat.Load()) }
+
+type positionKey struct{ scope, key string }
+
+// LoadPositions returns the positions saved in scope (a source reads them at
+// start to resume where the last commit left it).
+func (p *Pipeline) LoadPositions(scope string) ([]buffer.KV, error) { return p.buf.LoadState(scope) }
 
 // Stats are the pipeline's counters.
 type Stats struct {
@@ -232,7 +239,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		switch {
 		case p.waiting >= p.opts.CommitMaxRecords:
 			p.commit(ctx)
-		case (len(p.acks) > 0 || len(p.entries) > 0) && !armed:
+		case (len(p.acks) > 0 || len(p.entries) > 0 || len(p.positions) > 0) && !armed:
 			armed = true
 			d := p.opts.CommitInterval - time.Since(p.firstWait)
 			timer.Reset(max(d, 0))
@@ -270,6 +277,16 @@ func (p *Pipeline) handle(m ingest.Message) {
 		return
 	}
 	in.Stats.Messages.Add(1)
+	if m.Position != nil {
+		if p.positions == nil {
+			p.positions = make(map[positionKey]*ingest.Position)
+		}
+		if len(p.positions) == 0 && p.waiting == 0 && len(p.entries) == 0 {
+			p.firstWait = m.Received
+		}
+		p.positions[positionKey{m.Position.Scope, string(m.Position.Key)}] = m.Position
+		p.waiting++
+	}
 	if m.Acker != nil {
 		if p.waiting == 0 && len(p.entries) == 0 {
 			p.firstWait = m.Received
@@ -377,6 +394,9 @@ func (p *Pipeline) commit(ctx context.Context) {
 			c.State = append(c.State, buffer.StateChange{Scope: dedupScope(in.Name), Reset: in.reset, Puts: in.pending})
 		}
 	}
+	for _, pos := range p.positions {
+		c.State = append(c.State, buffer.StateChange{Scope: pos.Scope, Puts: []buffer.KV{{Key: pos.Key, Value: pos.Value}}})
+	}
 	start := time.Now()
 	backoff := 10 * time.Millisecond
 	for {
@@ -416,6 +436,7 @@ func (p *Pipeline) commit(ctx context.Context) {
 	}
 	clear(p.acks)
 	p.acks = p.acks[:0]
+	clear(p.positions)
 	clear(p.entries)
 	p.entries = p.entries[:0]
 	p.waiting = 0

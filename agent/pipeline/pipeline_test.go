@@ -199,3 +199,25 @@ func TestForwarderDeliversAndAcks(t *testing.T) {
 		t.Errorf("cursor %d, records %d", cur, buf.Records())
 	}
 }
+
+// TestPositionsAreSavedWithTheirCommit checks that a source's position (a
+// log offset) is saved by the commit that covers its message, latest wins.
+func TestPositionsAreSavedWithTheirCommit(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "buf.db")
+	h := start(t, path)
+	for i, off := range []string{"10", "20", "35"} {
+		h.p.In() <- ingest.Message{Topic: "/var/log/x.log", Payload: []byte(`{"device":"d","t":1}`), Received: time.Unix(3600*1000, 0),
+			Position: &ingest.Position{Scope: "log/x", Key: []byte("inode-7"), Value: []byte(off)}, Acker: &acker{id: uint16(i + 1), acks: h.acks}, PacketID: uint16(i + 1)}
+		<-h.acks
+	}
+	h.stop()
+	buf, err := buffer.Open(path, buffer.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer buf.Close()
+	kvs, err := buf.LoadState("log/x")
+	if err != nil || len(kvs) != 1 || string(kvs[0].Key) != "inode-7" || string(kvs[0].Value) != "35" {
+		t.Fatalf("saved positions %q %v", kvs, err)
+	}
+}

@@ -30,7 +30,8 @@ type Config struct {
 	Buffer  Buffer            `yaml:"buffer"`
 	Log     Log               `yaml:"log"`
 	Limits  Limits            `yaml:"limits"`
-	API     API               `yaml:"api"` // local HTTP server (api.go)
+	API     API               `yaml:"api"`     // local HTTP server (api.go)
+	Control Control           `yaml:"control"` // remote configuration over MQTT (control.go)
 	// ShutdownTimeout bounds how long a stopping agent keeps delivering
 	// what is buffered (default 5s); the rest waits for the next start.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
@@ -197,6 +198,7 @@ func (c *Config) setDefaults() {
 		c.Buffer.CommitMaxRecords = DefaultCommitMaxRecords
 	}
 	c.setAPIDefaults()
+	c.setControlDefaults()
 	if c.Limits.Memory == 0 {
 		c.Limits.Memory = DefaultMemoryLimit
 	}

@@ -91,6 +91,7 @@ func (c *Config) validate(wordBits int) Errors {
 
 	c.validateRules(add, checkName, inputs, uplinks)
 	c.validateAPI(add)
+	c.validateControl(add)
 	return errs
 }
 

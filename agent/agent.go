@@ -8,23 +8,18 @@ import (
 	"runtime/debug"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
-	"github.com/sluiceio/sluice/agent/ingest"
-	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/uplink"
 )
 
-// runAgent wires the config into sources, the pipeline, the buffer and the
-// uplinks, and runs them until ctx ends. Shutdown order keeps the delivery
-// guarantee: sources stop handing out messages, the pipeline commits what it
-// holds and acks it, then the MQTT clients disconnect, the forwarders stop and
-// the buffer closes.
+// runAgent runs the agent on cfg until ctx ends: the process-wide parts (memory
+// limit, data dir, built-in broker) and a generation of the pipeline, which
+// Apply replaces when the config changes.
 func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
 	applyLimits(cfg.Limits, log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
@@ -38,153 +33,44 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 		defer b.Close()
 		log.Info("built-in broker listening", "addr", cfg.Broker.Listen)
 	}
-
-	uplinkNames := make([]string, len(cfg.Uplinks))
-	for i, u := range cfg.Uplinks {
-		uplinkNames[i] = u.Name
-	}
-	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy) // validated
-	buf, err := buffer.Open(cfg.Buffer.Path, buffer.Options{
-		Uplinks:    uplinkNames,
-		NoSync:     cfg.Buffer.NoSync,
-		MaxBytes:   int64(cfg.Buffer.MaxBytes),
-		MaxRecords: cfg.Buffer.MaxRecords,
-		MaxAge:     cfg.Buffer.MaxAge,
-		Policy:     policy,
-		Logger:     log,
-	})
-	if err != nil {
+	a := &agent{log: log, hooks: hooks}
+	if err := a.start(cfg); err != nil {
 		return err
 	}
-	defer buf.Close()
-	if buf.MovedAside != "" {
-		log.Error("started with a fresh buffer: the old file was damaged", "moved_to", buf.MovedAside)
-	}
-	go compactLoop(ctx, buf, log)
-
-	inputs := make([]*pipeline.Input, len(cfg.Inputs))
-	inputIndex := map[string]int{}
-	for i, in := range cfg.Inputs {
-		inputs[i] = &pipeline.Input{Name: in.Name, MaxPayload: in.MQTT.MaxPayload}
-		inputIndex[in.Name] = i
-	}
-	var rs []*pipeline.Rule
-	for _, r := range cfg.Rules {
-		plan, err := rules.Compile(r.Spec())
-		if err != nil {
-			return fmt.Errorf("rule %s: %w", r.Name, err) // validated already
-		}
-		rs = append(rs, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To})
-	}
-	p := pipeline.New(buf, inputs, rs, pipeline.Options{
-		Gateway:            cfg.Gateway,
-		Tags:               tagFields(cfg.Tags),
-		CommitInterval:     cfg.Buffer.CommitInterval,
-		CommitMaxRecords:   cfg.Buffer.CommitMaxRecords,
-		CheckpointInterval: cfg.Buffer.CheckpointInterval,
-		Logger:             log,
-	})
-	if err := p.Restore(); err != nil {
-		return err
-	}
-
-	// Forwarders first: a backlog from the last run starts draining at once.
-	fwdCtx, stopForwarders := context.WithCancel(context.Background())
-	defer stopForwarders()
-	var fwdWG sync.WaitGroup
-	for _, u := range cfg.Uplinks {
-		up, ok := hooks.uplinks[u.Name]
-		if !ok {
-			var err error
-			if up, err = newUplink(cfg, u, log); err != nil {
-				return err
-			}
-		}
-		defer up.Close()
-		f := &pipeline.Forwarder{Buffer: buf, Uplink: up, BatchSize: u.NATS.BatchSize, Logger: log}
-		fwdWG.Add(1)
-		go func() {
-			defer fwdWG.Done()
-			if err := f.Run(fwdCtx); err != nil {
-				log.Error("forwarder stopped", "uplink", u.Name, "err", err)
-			}
-		}()
-	}
-
-	pipeCtx, stopPipeline := context.WithCancel(context.Background())
-	defer stopPipeline()
-	pipeDone := make(chan error, 1)
-	go func() { pipeDone <- p.Run(pipeCtx) }()
-
-	srcCtx, stopSources := context.WithCancel(ctx)
-	defer stopSources()
-	var sources []*ingest.MQTT
-	for i, in := range cfg.Inputs {
-		m := in.MQTT
-		password, err := secret(m.PasswordFile, m.PasswordEnv)
-		if err != nil {
-			return fmt.Errorf("input %s: %w", in.Name, err)
-		}
-		src := ingest.NewMQTT(ingest.MQTTOptions{
-			Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
-			Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
-			ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: log,
-		})
-		src.SessionPresent = func(present bool) { p.SessionPresent(i, present) }
-		if err := src.Start(srcCtx, p.In()); err != nil {
-			log.Warn("input not connected yet; retrying in the background", "input", in.Name, "err", err)
-		}
-		sources = append(sources, src)
-	}
-	go func() {
-		for _, s := range sources {
-			select {
-			case <-s.Subscribed():
-			case <-ctx.Done():
-				return
-			}
-		}
-		log.Info("sluice ready: every input subscribed")
-		if err := sdNotify("READY=1"); err != nil {
-			log.Warn("systemd notify failed", "err", err)
-		}
-		if hooks.ready != nil {
-			hooks.ready()
-		}
-		err := watchdog(ctx, watchdogInterval(), func() error {
-			if since := time.Since(p.LastTick()); since > 30*time.Second {
-				return fmt.Errorf("%w: no tick for %s", errStalled, since.Round(time.Second))
-			}
-			return nil
-		})
-		if err != nil {
-			log.Error("systemd watchdog stopped", "err", err)
-		}
-	}()
+	go a.compactLoop(ctx)
+	go a.notifySystemd(ctx)
 	log.Info("sluice running", "version", version, "gateway", cfg.Gateway, "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks), "buffer", cfg.Buffer.Path)
 
 	<-ctx.Done()
 	log.Info("stopping")
 	sdNotify("STOPPING=1")
-	stopSources()
-	stopPipeline()
-	err = <-pipeDone
-	for _, s := range sources {
-		s.Close()
+	return a.stop()
+}
+
+// notifySystemd says READY=1 once the first generation's inputs subscribed,
+// then pets the watchdog while the current pipeline ticks.
+func (a *agent) notifySystemd(ctx context.Context) {
+	select {
+	case <-a.current().ready:
+	case <-ctx.Done():
+		return
 	}
-	drainUplinks(buf, cfg.ShutdownTimeout, log)
-	stopForwarders()
-	fwdWG.Wait()
-	for i, in := range inputs {
-		log.Info("input totals", "input", in.Name, "received", sources[i].Received.Load(), "messages", in.Stats.Messages.Load(),
-			"dead_letters", in.Stats.DeadLetters.Load(), "duplicates", in.Stats.Duplicates.Load())
+	a.log.Info("sluice ready: every input subscribed")
+	if err := sdNotify("READY=1"); err != nil {
+		a.log.Warn("systemd notify failed", "err", err)
 	}
-	for _, r := range rs {
-		st := r.Plan.Stats
-		log.Info("rule totals", "rule", r.Plan.Name(), "processed", st.Processed, "filtered", st.Filtered, "late", st.Late, "groups_dropped", st.GroupsDropped, "emitted", st.Emitted)
+	if a.hooks.ready != nil {
+		a.hooks.ready()
 	}
-	log.Info("buffer totals", "commits", p.Stats.Commits.Load(), "outputs", p.Stats.Outputs.Load(), "records", buf.Records(), "last_seq", buf.LastSeq())
-	return err
+	err := watchdog(ctx, watchdogInterval(), func() error {
+		if since := time.Since(a.current().p.LastTick()); since > 30*time.Second {
+			return fmt.Errorf("%w: no tick for %s", errStalled, since.Round(time.Second))
+		}
+		return nil
+	})
+	if err != nil {
+		a.log.Error("systemd watchdog stopped", "err", err)
+	}
 }
 
 // drainUplinks gives the forwarders up to timeout to deliver what is
@@ -207,7 +93,7 @@ type agentHooks struct {
 }
 
 // compactLoop gives the file back to the disk after a large backlog drained.
-func compactLoop(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) {
+func (a *agent) compactLoop(ctx context.Context) {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -215,8 +101,8 @@ func compactLoop(ctx context.Context, buf *buffer.Buffer, log *slog.Logger) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := buf.MaybeCompact(); err != nil {
-				log.Error("buffer compaction failed", "err", err)
+			if _, err := a.current().buf.MaybeCompact(); err != nil {
+				a.log.Error("buffer compaction failed", "err", err)
 			}
 		}
 	}

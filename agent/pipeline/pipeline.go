@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,7 +88,8 @@ type Pipeline struct {
 	byIn   [][]*Rule
 	log    *slog.Logger
 
-	in chan ingest.Message
+	in     chan ingest.Message
+	flushq chan flushReq
 
 	// Pending work of the next commit.
 	rec       rules.Record
@@ -131,7 +133,7 @@ func New(buf *buffer.Buffer, inputs []*Input, rs []*Rule, opts Options) *Pipelin
 		opts.TickInterval = 100 * time.Millisecond
 	}
 	p := &Pipeline{opts: opts, buf: buf, inputs: inputs, rules: rs, log: opts.Logger,
-		in: make(chan ingest.Message, 4096), byIn: make([][]*Rule, len(inputs))}
+		in: make(chan ingest.Message, 4096), flushq: make(chan flushReq), byIn: make([][]*Rule, len(inputs))}
 	for _, r := range rs {
 		p.byIn[r.Input] = append(p.byIn[r.Input], r)
 	}
@@ -229,6 +231,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-timer.C:
 			armed = false
 			p.commit(ctx)
+		case req := <-p.flushq:
+			for _, r := range p.rules {
+				if len(req.rules) == 0 || slices.Contains(req.rules, r.Plan.Name()) {
+					p.outs = r.Plan.Flush(p.outs[:0])
+					p.addOutputs(r, p.outs)
+				}
+			}
+			p.commit(ctx)
+			req.reply <- ctx.Err()
 		case <-ctx.Done():
 			p.drain()
 			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -244,6 +255,29 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			d := p.opts.CommitInterval - time.Since(p.firstWait)
 			timer.Reset(max(d, 0))
 		}
+	}
+}
+
+type flushReq struct {
+	rules []string
+	reply chan error
+}
+
+// Flush closes the open windows of the named rules (every rule when none is
+// named) now and commits their outputs with what is pending; it returns when
+// the commit is done. Safe to call from any goroutine while Run runs.
+func (p *Pipeline) Flush(ctx context.Context, rules ...string) error {
+	reply := make(chan error, 1)
+	select {
+	case p.flushq <- flushReq{rules: rules, reply: reply}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

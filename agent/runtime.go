@@ -1,0 +1,293 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/agent/ingest"
+	"github.com/sluiceio/sluice/agent/pipeline"
+	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/rules"
+	"github.com/sluiceio/sluice/uplink"
+)
+
+// agent owns the running generation and replaces it when the config
+// changes. Its methods are safe for concurrent use (the control plane calls
+// Apply and Flush from its own goroutine).
+type agent struct {
+	log   *slog.Logger
+	hooks agentHooks
+
+	mu  sync.Mutex // serialises start, Apply and stop
+	gen atomic.Pointer[generation]
+}
+
+func (a *agent) current() *generation { return a.gen.Load() }
+
+func (a *agent) start(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	g, err := startGeneration(cfg, a.log, a.hooks)
+	if err != nil {
+		return err
+	}
+	a.gen.Store(g)
+	return nil
+}
+
+func (a *agent) stop() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.current().stop()
+}
+
+// Apply swaps in a new, already validated config. The running generation
+// stops cleanly (inputs stop, the pipeline commits and acks, uplinks get
+// their bounded drain) and the new one starts on the same bbolt file: rules
+// with an unchanged name and shape restore their window state, sources resume
+// from their saved positions, the backlog is still there, and MQTT redelivers
+// what was not acked. If the new generation fails to start, the old config
+// is started again and the error returned.
+func (a *agent) Apply(cfg *config.Config) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.current()
+	// Rules that go away or change shape cannot hand their open windows to
+	// the new config: emit what they hold now rather than lose it.
+	if gone := changedRules(old.cfg, cfg); len(gone) > 0 {
+		if err := old.p.Flush(context.Background(), gone...); err != nil {
+			a.log.Warn("flushing rules before the swap", "rules", gone, "err", err)
+		}
+	}
+	if err := old.stop(); err != nil {
+		a.log.Warn("stopping the running config", "err", err)
+	}
+	g, err := startGeneration(cfg, a.log, a.hooks)
+	if err == nil {
+		a.gen.Store(g)
+		a.log.Info("config applied", "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks))
+		return nil
+	}
+	back, err2 := startGeneration(old.cfg, a.log, a.hooks)
+	if err2 != nil {
+		return fmt.Errorf("apply config: %w; restarting the previous config failed too: %v", err, err2)
+	}
+	a.gen.Store(back)
+	return fmt.Errorf("apply config: %w (the previous config runs again)", err)
+}
+
+// changedRules names the rules of old that next removes or defines
+// differently.
+func changedRules(old, next *config.Config) []string {
+	byName := map[string]config.Rule{}
+	for _, r := range next.Rules {
+		byName[r.Name] = r
+	}
+	var names []string
+	for _, r := range old.Rules {
+		if n, ok := byName[r.Name]; !ok || !reflect.DeepEqual(n.Spec(), r.Spec()) || n.From != r.From {
+			names = append(names, r.Name)
+		}
+	}
+	return names
+}
+
+// Flush closes every open window now and commits the outputs.
+func (a *agent) Flush(ctx context.Context) error { return a.current().p.Flush(ctx) }
+
+// generation is one running configuration: buffer, pipeline, forwarders and
+// sources, started and stopped together.
+type generation struct {
+	cfg     *config.Config
+	log     *slog.Logger
+	buf     *buffer.Buffer
+	p       *pipeline.Pipeline
+	inputs  []*pipeline.Input
+	rules   []*pipeline.Rule
+	sources []*ingest.MQTT
+	uplinks []uplink.Uplink
+	fwds    []*pipeline.Forwarder
+	ready   chan struct{} // closed when every input subscribed
+
+	stopSources, stopPipeline, stopForwarders context.CancelFunc
+	pipeDone                                  chan error
+	fwdWG                                     sync.WaitGroup
+	stopped                                   bool
+}
+
+// startGeneration opens the buffer and starts forwarders, the pipeline and
+// the sources, in that order, so that a backlog starts draining at once and
+// no message arrives before the pipeline runs. On error everything started
+// is stopped again.
+func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ *generation, err error) {
+	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}),
+		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}}
+	defer func() {
+		if err != nil {
+			g.stop()
+		}
+	}()
+	if err := os.MkdirAll(filepath.Dir(cfg.Buffer.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	uplinkNames := make([]string, len(cfg.Uplinks))
+	for i, u := range cfg.Uplinks {
+		uplinkNames[i] = u.Name
+	}
+	policy, _ := buffer.ParsePolicy(cfg.Buffer.Policy) // validated
+	g.buf, err = buffer.Open(cfg.Buffer.Path, buffer.Options{
+		Uplinks:    uplinkNames,
+		NoSync:     cfg.Buffer.NoSync,
+		MaxBytes:   int64(cfg.Buffer.MaxBytes),
+		MaxRecords: cfg.Buffer.MaxRecords,
+		MaxAge:     cfg.Buffer.MaxAge,
+		Policy:     policy,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if g.buf.MovedAside != "" {
+		log.Error("started with a fresh buffer: the old file was damaged", "moved_to", g.buf.MovedAside)
+	}
+
+	inputIndex := map[string]int{}
+	for i, in := range cfg.Inputs {
+		g.inputs = append(g.inputs, &pipeline.Input{Name: in.Name, MaxPayload: in.MQTT.MaxPayload})
+		inputIndex[in.Name] = i
+	}
+	for _, r := range cfg.Rules {
+		plan, err := rules.Compile(r.Spec())
+		if err != nil {
+			return nil, fmt.Errorf("rule %s: %w", r.Name, err) // validated already
+		}
+		g.rules = append(g.rules, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To})
+	}
+	g.p = pipeline.New(g.buf, g.inputs, g.rules, pipeline.Options{
+		Gateway:            cfg.Gateway,
+		Tags:               tagFields(cfg.Tags),
+		CommitInterval:     cfg.Buffer.CommitInterval,
+		CommitMaxRecords:   cfg.Buffer.CommitMaxRecords,
+		CheckpointInterval: cfg.Buffer.CheckpointInterval,
+		Logger:             log,
+	})
+	if err := g.p.Restore(); err != nil {
+		return nil, err
+	}
+
+	var fwdCtx context.Context
+	fwdCtx, g.stopForwarders = context.WithCancel(context.Background())
+	for _, u := range cfg.Uplinks {
+		up, ok := hooks.uplinks[u.Name]
+		if !ok {
+			if up, err = newUplink(cfg, u, log); err != nil {
+				return nil, err
+			}
+		}
+		g.uplinks = append(g.uplinks, up)
+		f := &pipeline.Forwarder{Buffer: g.buf, Uplink: up, BatchSize: u.NATS.BatchSize, Logger: log}
+		g.fwds = append(g.fwds, f)
+		g.fwdWG.Add(1)
+		go func() {
+			defer g.fwdWG.Done()
+			if err := f.Run(fwdCtx); err != nil {
+				log.Error("forwarder stopped", "uplink", u.Name, "err", err)
+			}
+		}()
+	}
+
+	var pipeCtx context.Context
+	pipeCtx, g.stopPipeline = context.WithCancel(context.Background())
+	g.pipeDone = make(chan error, 1)
+	go func() { g.pipeDone <- g.p.Run(pipeCtx) }()
+
+	var srcCtx context.Context
+	srcCtx, g.stopSources = context.WithCancel(context.Background())
+	for i, in := range cfg.Inputs {
+		m := in.MQTT
+		password, err := secret(m.PasswordFile, m.PasswordEnv)
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		src := ingest.NewMQTT(ingest.MQTTOptions{
+			Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
+			Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
+			ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: log,
+		})
+		src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
+		if err := src.Start(srcCtx, g.p.In()); err != nil {
+			log.Warn("input not connected yet; retrying in the background", "input", in.Name, "err", err)
+		}
+		g.sources = append(g.sources, src)
+	}
+	go func() {
+		for _, s := range g.sources {
+			select {
+			case <-s.Subscribed():
+			case <-srcCtx.Done():
+				return
+			}
+		}
+		close(g.ready)
+	}()
+	return g, nil
+}
+
+// stop ends the generation in the order that keeps the delivery guarantee:
+// sources stop handing out messages, the pipeline commits what it holds and
+// acks it, the MQTT clients disconnect, uplinks get a bounded drain, the
+// forwarders stop and the buffer closes.
+func (g *generation) stop() error {
+	if g.stopped {
+		return nil
+	}
+	g.stopped = true
+	g.stopSources()
+	g.stopPipeline()
+	var err error
+	if g.pipeDone != nil {
+		err = <-g.pipeDone
+	}
+	for _, s := range g.sources {
+		s.Close()
+	}
+	if g.buf != nil && g.pipeDone != nil {
+		drainUplinks(g.buf, g.cfg.ShutdownTimeout, g.log)
+	}
+	g.stopForwarders()
+	g.fwdWG.Wait()
+	for _, u := range g.uplinks {
+		u.Close()
+	}
+	g.logTotals()
+	if g.buf != nil {
+		err = errors.Join(err, g.buf.Close())
+	}
+	return err
+}
+
+func (g *generation) logTotals() {
+	for i, in := range g.inputs {
+		var received uint64
+		if i < len(g.sources) {
+			received = g.sources[i].Received.Load()
+		}
+		g.log.Info("input totals", "input", in.Name, "received", received, "messages", in.Stats.Messages.Load(),
+			"dead_letters", in.Stats.DeadLetters.Load(), "duplicates", in.Stats.Duplicates.Load())
+	}
+	for _, r := range g.rules {
+		st := r.Plan.Stats
+		g.log.Info("rule totals", "rule", r.Plan.Name(), "processed", st.Processed, "filtered", st.Filtered, "late", st.Late, "groups_dropped", st.GroupsDropped, "emitted", st.Emitted)
+	}
+	if g.p != nil {
+		g.log.Info("buffer totals", "commits", g.p.Stats.Commits.Load(), "outputs", g.p.Stats.Outputs.Load(), "records", g.buf.Records(), "last_seq", g.buf.LastSeq())
+	}
+}

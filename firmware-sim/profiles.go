@@ -349,17 +349,24 @@ func (m *switchModel) appendFields(dst []byte, _ float64, mode valueMode) []byte
 // 52.52 N 13.40 E). It is parked at night and drives in the day with a speed
 // around a per-vehicle cruise speed, a heading that wanders, and stops.
 type gps struct {
+	homeLat, homeLon                 float64
 	lat, lon, speed, heading, cruise float64
 	moving                           bool
 }
 
+// gpsRange is how far (in degrees of latitude, ~30 km) a vehicle strays
+// from home before it turns back.
+const gpsRange = 0.27
+
 func newGPS(rng *rand.Rand) model {
-	return &gps{
-		lat:     52.52 + 0.4*(rng.Float64()-0.5),
-		lon:     13.40 + 0.6*(rng.Float64()-0.5),
+	m := &gps{
+		homeLat: 52.52 + 0.4*(rng.Float64()-0.5),
+		homeLon: 13.40 + 0.6*(rng.Float64()-0.5),
 		heading: 360 * rng.Float64(),
 		cruise:  30 + 60*rng.Float64(),
 	}
+	m.lat, m.lon = m.homeLat, m.homeLon
+	return m
 }
 
 func (m *gps) step(rng *rand.Rand, ts int64, dt float64) bool {
@@ -377,6 +384,10 @@ func (m *gps) step(rng *rand.Rand, ts int64, dt float64) bool {
 	}
 	m.speed = max(m.speed+0.2*(target-m.speed)+2*rng.NormFloat64()*b2f(m.moving), 0)
 	m.heading = math.Mod(m.heading+10*rng.NormFloat64()*b2f(m.speed > 1)+360, 360)
+	dLat, dLon := m.homeLat-m.lat, (m.homeLon-m.lon)*math.Cos(m.lat*math.Pi/180)
+	if dLat*dLat+dLon*dLon > gpsRange*gpsRange {
+		m.heading = math.Mod(math.Atan2(dLon, dLat)*180/math.Pi+360, 360) // head home
+	}
 	km := m.speed * dt / 3600
 	rad := m.heading * math.Pi / 180
 	m.lat += km * math.Cos(rad) / 111.32

@@ -122,11 +122,17 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 					onCmd(m.Topic(), m.Payload())
 				})
 				go func() {
-					if tok.WaitTimeout(connectTimeout) && tok.Error() == nil {
-						p.subOnce.Do(func() { close(p.subscribed) })
-					} else {
-						logf("subscribe to commands %s: %v", cmdFilter, tok.Error())
+					// A refused subscription costs the commands, not the run.
+					ok := tok.WaitTimeout(connectTimeout)
+					switch {
+					case !ok:
+						logf("subscribe to commands %s: no SUBACK after %s; devices will not answer commands", cmdFilter, connectTimeout)
+					case tok.Error() != nil:
+						logf("subscribe to commands %s: %v; devices will not answer commands", cmdFilter, tok.Error())
+					case tok.(*mqtt.SubscribeToken).Result()[cmdFilter] >= 0x80:
+						logf("subscribe to commands %s: refused by the broker; devices will not answer commands", cmdFilter)
 					}
+					p.subOnce.Do(func() { close(p.subscribed) })
 				}()
 			})
 		}
@@ -169,10 +175,7 @@ func (p *publisher) Connect(ctx context.Context) error {
 		}
 	}
 	select {
-	case <-p.subscribed:
-	case <-timer.C:
-		p.conns[0].client.Disconnect(0)
-		return fmt.Errorf("subscribe to commands %s on %s: no SUBACK after %s", p.cmdFilter, p.broker, connectTimeout)
+	case <-p.subscribed: // or given up on
 	case <-ctx.Done():
 		return fmt.Errorf("subscribe to commands %s on %s: %w", p.cmdFilter, p.broker, ctx.Err())
 	}

@@ -193,7 +193,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ 
 			}
 		}
 		g.uplinks = append(g.uplinks, up)
-		f := &pipeline.Forwarder{Buffer: g.buf, Uplink: up, BatchSize: u.NATS.BatchSize, Logger: log}
+		f := newForwarder(g.buf, up, u, log)
 		g.fwds = append(g.fwds, f)
 		g.fwdWG.Add(1)
 		go func() {

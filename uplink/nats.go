@@ -2,6 +2,7 @@ package uplink
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -94,6 +95,7 @@ type NATS struct {
 	slab       []byte                // message bodies of the last batch, reused after a clean batch
 	scratch    []byte
 	pending    []natsPending
+	ackTimer   *time.Timer // await's backstop, reused
 }
 
 // natsRoute is where the entries of one rule go.
@@ -115,6 +117,9 @@ type natsConfig struct {
 	maxInFlight int
 	ackTimeout  time.Duration
 	log         *slog.Logger
+	tls         *tls.Config
+	auth        []nats.Option
+	nkeySeed    string
 	natsOpts    []nats.Option
 }
 
@@ -141,6 +146,30 @@ func WithLogger(l *slog.Logger) NATSOption { return func(c *natsConfig) { c.log 
 // core flush for the server, when the context of Deliver has no earlier
 // deadline (default 5s).
 func WithAckTimeout(d time.Duration) NATSOption { return func(c *natsConfig) { c.ackTimeout = d } }
+
+// WithNATSTLS connects with TLS (see LoadTLS); a tls:// URL needs it only
+// for a private CA or a client certificate.
+func WithNATSTLS(cfg *tls.Config) NATSOption { return func(c *natsConfig) { c.tls = cfg } }
+
+// WithUserPassword authenticates with a user name and password.
+func WithUserPassword(user, password string) NATSOption {
+	return func(c *natsConfig) { c.auth = append(c.auth, nats.UserInfo(user, password)) }
+}
+
+// WithToken authenticates with a token.
+func WithToken(token string) NATSOption {
+	return func(c *natsConfig) { c.auth = append(c.auth, nats.Token(token)) }
+}
+
+// WithNKeySeedFile authenticates with the user NKey whose seed is in the
+// file; NewNATS reads it and fails if it cannot.
+func WithNKeySeedFile(path string) NATSOption { return func(c *natsConfig) { c.nkeySeed = path } }
+
+// WithCredsFile authenticates with a .creds file (user JWT and NKey seed),
+// read at every connect.
+func WithCredsFile(path string) NATSOption {
+	return func(c *natsConfig) { c.auth = append(c.auth, nats.UserCredentials(path)) }
+}
 
 // WithNATSOptions adds options of the NATS client (credentials, TLS, ...).
 // They are applied after the uplink's own, so they override them (the
@@ -212,6 +241,17 @@ func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
 			log.Debug("nats reconnect failed", "err", err)
 		}),
+	}
+	if cfg.tls != nil {
+		nopts = append(nopts, nats.Secure(cfg.tls))
+	}
+	nopts = append(nopts, cfg.auth...)
+	if cfg.nkeySeed != "" {
+		o, err := nats.NkeyOptionFromSeed(cfg.nkeySeed)
+		if err != nil {
+			return nil, fmt.Errorf("nats %s: nkey seed: %w", name, err)
+		}
+		nopts = append(nopts, o)
 	}
 	nopts = append(nopts, cfg.natsOpts...)
 	nc, err := nats.Connect(url, nopts...)
@@ -415,10 +455,15 @@ func (n *NATS) route(ctx context.Context, now time.Time, rule string) (*natsRout
 func (n *NATS) await(ctx context.Context, p natsPending) error {
 	var timeout <-chan time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		// The client times the ack out itself; this is a backstop.
-		t := time.NewTimer(2 * n.ackTimeout)
-		defer t.Stop()
-		timeout = t.C
+		// The client times the ack out itself; this is a backstop. One
+		// timer, reset per wait: a publish costs no timer allocation.
+		if n.ackTimer == nil {
+			n.ackTimer = time.NewTimer(2 * n.ackTimeout)
+		} else {
+			n.ackTimer.Reset(2 * n.ackTimeout)
+		}
+		defer n.ackTimer.Stop()
+		timeout = n.ackTimer.C
 	}
 	select {
 	case ack := <-p.fut.Ok():

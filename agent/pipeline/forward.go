@@ -3,21 +3,120 @@ package pipeline
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"math"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/uplink"
 )
+
+// Defaults of a Forwarder.
+const (
+	DefaultBatchRecords = 500
+	DefaultBatchBytes   = 1 << 20
+	DefaultBackoffMin   = 100 * time.Millisecond
+	DefaultBackoffMax   = 30 * time.Second
+	// DefaultSplitBatches is the backlog, in batches, above which live
+	// entries are sent beside the backlog (see Forwarder).
+	DefaultSplitBatches = 10
+	// entryOverhead is added to an entry's payload, rule and key lengths to
+	// estimate the bytes it takes on the wire (envelope members, subject or
+	// topic, headers); batches and the rate cap count these estimates.
+	entryOverhead = 64
+	// noRead is a position past every seq: Read reads nothing of a
+	// priority whose position is noRead.
+	noRead = math.MaxUint64 - 1
+	// unbounded is the bound of a lane that follows the newest entries.
+	unbounded = math.MaxUint64
+)
+
+// State is what a forwarder is doing, for metrics and health.
+type State int32
+
+// States of a forwarder.
+const (
+	StateStarting  State = iota // running, no delivery attempted yet
+	StateConnected              // the last delivery succeeded (or nothing was due)
+	StateBackoff                // the last delivery failed; waiting to retry
+	StateStopped                // Run returned
+)
+
+func (s State) String() string {
+	switch s {
+	case StateStarting:
+		return "starting"
+	case StateConnected:
+		return "connected"
+	case StateBackoff:
+		return "backoff"
+	case StateStopped:
+		return "stopped"
+	}
+	return fmt.Sprintf("state(%d)", int32(s))
+}
+
+// Status is a forwarder's state for metrics and health.
+type Status struct {
+	Uplink      string
+	State       State
+	Connected   bool      // the uplink's own view, when it has one (Connected() bool); else State == StateConnected
+	LastError   string    // of the last failed delivery, read or ack; "" if none yet
+	LastErrorAt time.Time // when it happened
+	Lag         uint64    // seqs between the uplink's acknowledged cursor and the newest entry
+	Backlog     bool      // a backlog is draining beside live entries
+	Delivered   uint64
+	Failures    uint64
+}
 
 // Forwarder moves entries from the buffer to one uplink: it reads batches from
 // the uplink's own cursor, delivers them, and acks the cursor only after the
 // upstream acknowledged the batch. A failing uplink is retried with capped
 // exponential backoff and jitter; it never blocks other uplinks or ingest, as
 // the buffer absorbs the backlog.
+//
+// Batches. A batch holds up to the configured records and bytes (wire bytes
+// estimated as payload, rule and key plus 64); when the link is idle, a batch
+// that is not full waits up to the linger for more entries, unless it holds an
+// alert. High-priority entries (alerts) come first in every batch.
+//
+// Backlog beside live entries. When the uplink is more than a threshold of
+// entries behind (after an outage, say), the forwarder splits its reading in
+// two lanes: the backlog lane reads from the acknowledged cursor up to the
+// newest seq at the moment of the split, the live lane from there on. Every
+// batch takes the alerts of both lanes first, then gives up to half of what is
+// left to live entries and the rest to the backlog, so fresh summaries keep
+// arriving within a batch's time while the backlog drains, and the bandwidth
+// cap holds for both together. Only the backlog lane moves the durable cursor
+// (the buffer's cursor is a watermark); when the backlog lane reaches the
+// split point, the lanes merge and the cursor jumps to the live lane's
+// position. A crash while split sends the live entries delivered since the
+// split again (JetStream drops them by Nats-Msg-Id; Kafka consumers by seq),
+// and so does moving the split point: while deliveries fail, the split point
+// follows the newest seq, so that live entries lead when the link is back
+// (free while the live lane has sent nothing; otherwise only once it is
+// behind by the threshold, and its entries since the split go again). While a
+// backlog drains, upstream receives each priority in seq order per lane, not
+// overall; with the split off (WithBacklogSplit(-1)) every batch continues
+// where the last one ended.
+//
+// Bandwidth cap. With WithRateLimit the estimated bytes of all batches stay
+// within the cap: a token bucket with a burst of a fifth of a second's bytes
+// (at least 4 KiB), and batches no larger than the burst.
+//
+// Concurrency. Run is called once, from the forwarder's own goroutine. Status
+// and the counters may be read from any goroutine. The OnAck callback runs on
+// Run's goroutine.
 type Forwarder struct {
+	// Buffer, Uplink, BatchSize, Logger and OnAck configure a Forwarder made
+	// as a struct literal; NewForwarder sets Buffer and Uplink and takes the
+	// rest as options.
 	Buffer    *buffer.Buffer
 	Uplink    uplink.Uplink
 	BatchSize int
@@ -25,62 +124,279 @@ type Forwarder struct {
 	// OnAck, when set, is called after the cursor moved to pos.
 	OnAck func(pos buffer.Position)
 
-	Delivered atomic.Uint64
-	Failures  atomic.Uint64
+	// Delivered counts entries the uplink acknowledged; DeliveredBytes
+	// their estimated wire bytes.
+	Delivered      atomic.Uint64
+	DeliveredBytes atomic.Uint64
+	// Batches counts successful Deliver calls, Failures failed ones.
+	Batches  atomic.Uint64
+	Failures atomic.Uint64
+	// Splits counts the times a backlog started draining beside live
+	// entries; Resent counts live entries that will be (or were) sent
+	// again because the live lane was reset (see Forwarder).
+	Splits atomic.Uint64
+	Resent atomic.Uint64
+
+	cfg     forwardConfig
+	hasCfg  bool
+	state   atomic.Int32
+	backlog atomic.Bool
+
+	errMu     sync.Mutex
+	lastErr   string
+	lastErrAt time.Time
 }
 
-// Run forwards until ctx ends.
+type forwardConfig struct {
+	maxRecords int
+	maxBytes   int
+	linger     time.Duration
+	rate       int64 // bytes per second; 0: no cap
+	backoffMin time.Duration
+	backoffMax time.Duration
+	split      int // backlog in entries that splits; <0: never; 0: default
+	log        *slog.Logger
+	onAck      func(buffer.Position)
+}
+
+// ForwarderOption configures NewForwarder.
+type ForwarderOption func(*forwardConfig)
+
+// WithBatch sets the most records and estimated bytes of one batch (defaults
+// 500 and 1 MiB; 0 keeps the default) and how long an idle forwarder waits for
+// a batch to fill (default 0: deliver at once).
+func WithBatch(records, bytes int, linger time.Duration) ForwarderOption {
+	return func(c *forwardConfig) {
+		if records > 0 {
+			c.maxRecords = records
+		}
+		if bytes > 0 {
+			c.maxBytes = bytes
+		}
+		c.linger = max(linger, 0)
+	}
+}
+
+// WithRateLimit caps delivery at bytesPerSecond estimated wire bytes (0: no
+// cap).
+func WithRateLimit(bytesPerSecond int64) ForwarderOption {
+	return func(c *forwardConfig) { c.rate = max(bytesPerSecond, 0) }
+}
+
+// WithBackoff sets the retry delay after a failure: min doubling up to max,
+// each drawn with ±20% jitter (defaults 100ms and 30s).
+func WithBackoff(min, max time.Duration) ForwarderOption {
+	return func(c *forwardConfig) {
+		if min > 0 {
+			c.backoffMin = min
+		}
+		if max > 0 {
+			c.backoffMax = max
+		}
+	}
+}
+
+// WithBacklogSplit sets the backlog, in entries, above which live entries are
+// sent beside it (default 10 batches); a negative n never splits, so that
+// upstream receives every priority in seq order.
+func WithBacklogSplit(n int) ForwarderOption {
+	return func(c *forwardConfig) { c.split = n }
+}
+
+// WithForwarderLogger sets the logger (default slog.Default()).
+func WithForwarderLogger(l *slog.Logger) ForwarderOption {
+	return func(c *forwardConfig) { c.log = l }
+}
+
+// WithOnAck sets a function called on Run's goroutine after the cursor moved.
+func WithOnAck(fn func(pos buffer.Position)) ForwarderOption {
+	return func(c *forwardConfig) { c.onAck = fn }
+}
+
+// NewForwarder returns a forwarder of buf's entries to up; Run starts it.
+func NewForwarder(buf *buffer.Buffer, up uplink.Uplink, opts ...ForwarderOption) *Forwarder {
+	f := &Forwarder{Buffer: buf, Uplink: up, hasCfg: true}
+	for _, o := range opts {
+		o(&f.cfg)
+	}
+	return f
+}
+
+// config returns the configuration with defaults filled in.
+func (f *Forwarder) config() forwardConfig {
+	c := f.cfg
+	if !f.hasCfg {
+		c = forwardConfig{maxRecords: f.BatchSize, log: f.Logger, onAck: f.OnAck}
+	}
+	if c.maxRecords <= 0 {
+		c.maxRecords = DefaultBatchRecords
+	}
+	if c.maxBytes <= 0 {
+		c.maxBytes = DefaultBatchBytes
+	}
+	if c.backoffMin <= 0 {
+		c.backoffMin = DefaultBackoffMin
+	}
+	if c.backoffMax < c.backoffMin {
+		c.backoffMax = max(DefaultBackoffMax, c.backoffMin)
+	}
+	if c.split == 0 {
+		c.split = DefaultSplitBatches * c.maxRecords
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	return c
+}
+
+// Status returns the forwarder's state. It reads the buffer's cursor for the
+// lag, so it costs one read transaction.
+func (f *Forwarder) Status() Status {
+	s := Status{
+		Uplink:    f.Uplink.Name(),
+		State:     State(f.state.Load()),
+		Lag:       f.Buffer.Lag(f.Uplink.Name()),
+		Backlog:   f.backlog.Load(),
+		Delivered: f.Delivered.Load(),
+		Failures:  f.Failures.Load(),
+	}
+	if c, ok := f.Uplink.(interface{ Connected() bool }); ok {
+		s.Connected = c.Connected()
+	} else {
+		s.Connected = s.State == StateConnected
+	}
+	f.errMu.Lock()
+	s.LastError, s.LastErrorAt = f.lastErr, f.lastErrAt
+	f.errMu.Unlock()
+	return s
+}
+
+func (f *Forwarder) setErr(err error) {
+	f.errMu.Lock()
+	f.lastErr, f.lastErrAt = err.Error(), time.Now()
+	f.errMu.Unlock()
+}
+
+// lanes is where the forwarder reads: back is the acknowledged cursor;
+// while split, live is the position of the live lane, which started at
+// liveFrom, and back reads only up to liveFrom.
+type lanes struct {
+	back     buffer.Position
+	split    bool
+	liveFrom uint64
+	live     buffer.Position
+}
+
+// Run forwards until ctx ends. It returns nil then, or an error when the
+// uplink's cursor cannot be read at the start.
 func (f *Forwarder) Run(ctx context.Context) error {
+	defer f.state.Store(int32(StateStopped))
+	cfg := f.config()
 	name := f.Uplink.Name()
-	log := f.Logger
-	if log == nil {
-		log = slog.Default()
-	}
-	log = log.With("uplink", name)
-	size := f.BatchSize
-	if size <= 0 {
-		size = 500
-	}
+	log := cfg.log.With("uplink", name)
 	cursor, err := f.Buffer.Cursor(name)
 	if err != nil {
-		return err
+		return fmt.Errorf("forward to %s: %w", name, err)
 	}
-	var batch []buffer.Entry
-	backoff := time.Duration(0)
+	var lim *rate.Limiter
+	if cfg.rate > 0 {
+		burst := int(max(cfg.rate/5, 4096))
+		lim = rate.NewLimiter(rate.Limit(cfg.rate), burst)
+		cfg.maxBytes = min(cfg.maxBytes, burst)
+	}
+	ln := lanes{back: cursor}
+	var (
+		batch       []buffer.Entry
+		backoff     time.Duration
+		liveSent    uint64 // entries the live lane delivered since the split
+		lastAttempt bool   // the last round attempted a delivery that failed
+	)
+	fail := func(what string, err error, args ...any) {
+		f.setErr(err)
+		f.state.Store(int32(StateBackoff))
+		log.Warn(what, append([]any{"err", err}, args...)...)
+		backoff = f.wait(ctx, cfg, backoff)
+	}
 	for ctx.Err() == nil {
 		changed := f.Buffer.Changed()
-		var scanned buffer.Position
-		batch, scanned, err = f.Buffer.Read(name, cursor, size, batch[:0])
+		last := f.Buffer.LastSeq()
+
+		// Split off a backlog.
+		if cfg.split > 0 && !ln.split && last-min(last, max(ln.back.High, ln.back.Normal)) > uint64(cfg.split) {
+			ln.split, ln.liveFrom, ln.live = true, last, buffer.Position{High: last, Normal: last}
+			liveSent = 0
+			f.Splits.Add(1)
+			f.backlog.Store(true)
+			log.Info("backlog: sending live entries beside it", "backlog_to_seq", last, "acked", ln.back)
+		}
+
+		var (
+			next  lanes
+			bytes int
+			nLive int
+		)
+		batch, next, bytes, nLive, err = f.compose(name, ln, batch[:0], cfg.maxRecords, cfg.maxBytes)
+		if err == nil && cfg.linger > 0 && !lastAttempt && len(batch) > 0 && len(batch) < cfg.maxRecords && bytes < cfg.maxBytes && !hasHigh(batch) {
+			batch, next, bytes, nLive, err = f.linger(ctx, cfg, name, next, batch, bytes, nLive, changed)
+		}
 		if err != nil {
-			log.Error("read buffer", "err", err)
-			backoff = f.wait(ctx, backoff)
+			fail("read buffer", err)
 			continue
 		}
 		if len(batch) > 0 {
+			if lim != nil {
+				if err := reserve(ctx, lim, bytes); err != nil {
+					continue // ctx ended
+				}
+			}
 			if err := f.Uplink.Deliver(ctx, batch); err != nil {
-				if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 					return nil
 				}
 				f.Failures.Add(1)
-				log.Warn("deliver failed; retrying", "err", err, "entries", len(batch), "first_seq", batch[0].Seq)
-				backoff = f.wait(ctx, backoff)
+				lastAttempt = true
+				if ln.split {
+					// The link is down: the live lane moves to the newest
+					// entry, so that live entries lead when it is back;
+					// for free while it has sent nothing, else once it is
+					// behind by the threshold (its entries go again).
+					if newest := f.Buffer.LastSeq(); liveSent == 0 || newest-min(newest, max(ln.live.High, ln.live.Normal, ln.liveFrom)) > uint64(cfg.split) {
+						if liveSent > 0 {
+							f.Resent.Add(liveSent)
+							log.Info("live lane fell behind: its entries since the split will be sent again", "entries", liveSent)
+						}
+						ln.liveFrom, ln.live = newest, buffer.Position{High: newest, Normal: newest}
+						liveSent = 0
+					}
+				}
+				fail("deliver failed; retrying", err, "entries", len(batch), "first_seq", batch[0].Seq)
 				continue
 			}
 			f.Delivered.Add(uint64(len(batch)))
-			backoff = 0
+			f.DeliveredBytes.Add(uint64(bytes))
+			f.Batches.Add(1)
+			liveSent += uint64(nLive)
+			backoff, lastAttempt = 0, false
+			f.state.Store(int32(StateConnected))
 		}
-		if scanned != cursor {
-			if err := f.Buffer.Ack(name, scanned); err != nil {
-				log.Error("ack buffer", "err", err)
-				backoff = f.wait(ctx, backoff)
+		if next.split && next.back.High >= next.liveFrom && next.back.Normal >= next.liveFrom {
+			log.Info("backlog drained", "live_sent", liveSent)
+			next.split, next.back = false, next.live
+			f.backlog.Store(false)
+		}
+		idle := len(batch) == 0 && next == ln
+		ln = next
+		if ln.back != cursor {
+			if err := f.Buffer.Ack(name, ln.back); err != nil {
+				fail("ack buffer", err)
 				continue
 			}
-			cursor = scanned
-			if f.OnAck != nil {
-				f.OnAck(cursor)
+			cursor = ln.back
+			if cfg.onAck != nil {
+				cfg.onAck(cursor)
 			}
 		}
-		if len(batch) < size && scanned == cursor {
+		if idle {
 			select {
 			case <-changed:
 			case <-ctx.Done():
@@ -90,13 +406,196 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	return nil
 }
 
-// wait sleeps for the next backoff step (100ms doubling to 30s, ±20%
-// jitter) and returns it.
-func (f *Forwarder) wait(ctx context.Context, prev time.Duration) time.Duration {
-	next := min(max(prev*2, 100*time.Millisecond), 30*time.Second)
-	d := time.Duration(float64(next) * (0.8 + 0.4*rand.Float64()))
+// compose appends the next batch to dst, reading from ln, and returns it with
+// the lanes as they are once it is delivered, its estimated bytes and how many
+// of its entries came from the live lane.
+func (f *Forwarder) compose(name string, ln lanes, dst []buffer.Entry, maxRecords, maxBytes int) ([]buffer.Entry, lanes, int, int, error) {
+	next := ln
+	bytes := 0
+	var err error
+	read := func(p buffer.Priority, after, bound uint64, records, budget int) uint64 {
+		if err != nil || records <= 0 || budget <= 0 && len(dst) > 0 {
+			return after
+		}
+		var n int
+		var pos uint64
+		dst, pos, n, err = f.readLane(name, p, after, bound, records, budget, dst)
+		bytes += n
+		return pos
+	}
+	left := func() (int, int) { return maxRecords - len(dst), maxBytes - bytes }
+
+	if !ln.split {
+		r, b := left()
+		next.back.High = read(buffer.PriorityHigh, ln.back.High, unbounded, r, b)
+		r, b = left()
+		next.back.Normal = read(buffer.PriorityNormal, ln.back.Normal, unbounded, r, b)
+		return dst, next, bytes, 0, err
+	}
+
+	// Alerts of both lanes first, in seq order, then normal entries: up to
+	// half of what is left for the backlog first, the live lane next, and
+	// the backlog again for what the live lane did not take.
+	r, b := left()
+	next.back.High = read(buffer.PriorityHigh, ln.back.High, ln.liveFrom, r, b)
+	n0 := len(dst)
+	r, b = left()
+	next.live.High = read(buffer.PriorityHigh, ln.live.High, unbounded, r, b)
+	nLive := len(dst) - n0
+
+	r, b = left()
+	mark := len(dst)
+	next.back.Normal = read(buffer.PriorityNormal, ln.back.Normal, ln.liveFrom, (r+1)/2, (b+1)/2)
+	backDone := next.back.Normal >= ln.liveFrom
+	n0 = len(dst)
+	r, b = left()
+	next.live.Normal = read(buffer.PriorityNormal, ln.live.Normal, unbounded, r, b)
+	nLive += len(dst) - n0
+	if !backDone && len(dst)-mark < maxRecords && err == nil {
+		// The live lane left room: give it to the backlog. Its entries
+		// must stay in seq order, so they are read into a new slice and
+		// placed before the live ones.
+		r, b = left()
+		if r > 0 && b > 0 {
+			var more []buffer.Entry
+			var n int
+			var pos uint64
+			more, pos, n, err = f.readLane(name, buffer.PriorityNormal, next.back.Normal, ln.liveFrom, r, b, nil)
+			if err == nil && len(more) > 0 {
+				dst = append(dst, more...)
+				copy(dst[n0+len(more):], dst[n0:len(dst)-len(more)])
+				copy(dst[n0:], more)
+				bytes += n
+				next.back.Normal = pos
+			}
+		}
+	}
+	return dst, next, bytes, nLive, err
+}
+
+// readLane appends to dst up to records entries of priority p routed to the
+// uplink with seq in (after, bound], within budget estimated bytes (the first
+// entry of an empty batch always fits). It returns the position the lane
+// reaches once they are delivered: bound when every entry up to bound has
+// been read, and the bytes added.
+func (f *Forwarder) readLane(name string, p buffer.Priority, after, bound uint64, records, budget int, dst []buffer.Entry) ([]buffer.Entry, uint64, int, error) {
+	if after >= bound {
+		return dst, after, 0, nil
+	}
+	pos := buffer.Position{High: noRead, Normal: after}
+	if p == buffer.PriorityHigh {
+		pos = buffer.Position{High: after, Normal: noRead}
+	}
+	n0 := len(dst)
+	dst, scanned, err := f.Buffer.Read(name, pos, n0+records, dst)
+	if err != nil {
+		return dst[:n0], after, 0, err
+	}
+	next := scanned.Normal
+	if p == buffer.PriorityHigh {
+		next = scanned.High
+	}
+	got := dst[n0:]
+	cut := len(got)
+	for i := range got {
+		if got[i].Seq > bound {
+			cut = i
+			break
+		}
+	}
+	bytes := 0
+	for i := 0; i < cut; i++ {
+		sz := entrySize(&got[i])
+		if bytes+sz > budget && (i > 0 || n0 > 0) {
+			// Cut by bytes: the lane continues after the last entry kept.
+			if i == 0 {
+				return dst[:n0], after, 0, nil
+			}
+			return dst[:n0+i], got[i-1].Seq, bytes, nil
+		}
+		bytes += sz
+	}
+	dst = dst[:n0+cut]
+	if bound != unbounded && (cut < len(got) || len(got) < records || next >= bound) {
+		next = bound // everything up to bound was read
+	}
+	return dst, next, bytes, nil
+}
+
+// linger waits up to the linger for a batch that is not full to fill,
+// appending what arrives; it stops at the first alert.
+func (f *Forwarder) linger(ctx context.Context, cfg forwardConfig, name string, ln lanes, batch []buffer.Entry, bytes, nLive int, changed <-chan struct{}) ([]buffer.Entry, lanes, int, int, error) {
+	t := time.NewTimer(cfg.linger)
+	defer t.Stop()
+	for len(batch) < cfg.maxRecords && bytes < cfg.maxBytes {
+		select {
+		case <-changed:
+		case <-t.C:
+			return batch, ln, bytes, nLive, nil
+		case <-ctx.Done():
+			return batch, ln, bytes, nLive, nil
+		}
+		changed = f.Buffer.Changed()
+		n0 := len(batch)
+		var (
+			n, live int
+			err     error
+		)
+		batch, ln, n, live, err = f.compose(name, ln, batch, cfg.maxRecords, cfg.maxBytes-bytes)
+		if err != nil {
+			return batch[:n0], ln, bytes, nLive, err
+		}
+		bytes += n
+		nLive += live
+		if hasHigh(batch[n0:]) {
+			break
+		}
+	}
+	return batch, ln, bytes, nLive, nil
+}
+
+func hasHigh(b []buffer.Entry) bool {
+	for i := range b {
+		if b[i].Priority == buffer.PriorityHigh {
+			return true
+		}
+	}
+	return false
+}
+
+// entrySize estimates the bytes an entry takes on the wire.
+func entrySize(e *buffer.Entry) int {
+	return len(e.Payload) + len(e.Rule) + len(e.Key) + entryOverhead
+}
+
+// reserve waits until the limiter allows n bytes (at most its burst). It
+// returns ctx.Err() if ctx ends first.
+func reserve(ctx context.Context, lim *rate.Limiter, n int) error {
+	r := lim.ReserveN(time.Now(), min(n, lim.Burst()))
+	d := r.Delay()
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
-	case <-time.After(d):
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return ctx.Err()
+	}
+}
+
+// wait sleeps for the next backoff step (doubling from the minimum to the
+// maximum, ±20% jitter) and returns it.
+func (f *Forwarder) wait(ctx context.Context, cfg forwardConfig, prev time.Duration) time.Duration {
+	next := min(max(prev*2, cfg.backoffMin), cfg.backoffMax)
+	d := time.Duration(float64(next) * (0.8 + 0.4*rand.Float64()))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
 	case <-ctx.Done():
 	}
 	return next

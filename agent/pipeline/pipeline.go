@@ -316,14 +316,14 @@ func (p *Pipeline) handle(m ingest.Message) {
 			p.positions = make(map[positionKey]*ingest.Position)
 		}
 		if len(p.positions) == 0 && p.waiting == 0 && len(p.entries) == 0 {
-			p.firstWait = m.Received
+			p.firstWait = time.Now()
 		}
 		p.positions[positionKey{m.Position.Scope, string(m.Position.Key)}] = m.Position
 		p.waiting++
 	}
 	if m.Acker != nil {
 		if p.waiting == 0 && len(p.entries) == 0 {
-			p.firstWait = m.Received
+			p.firstWait = time.Now()
 		}
 		p.waiting++
 		p.acks = append(p.acks, m.Acker)

@@ -69,7 +69,9 @@ func (h *harness) stop() {
 // send hands a QoS 1 message to the pipeline and waits for its ack.
 func (h *harness) send(id uint16, dup bool, payload string) {
 	h.t.Helper()
-	h.p.In() <- ingest.Message{Topic: "sensors/d/telemetry", Payload: []byte(payload), Received: time.Unix(3600*1000, 0),
+	// Far in the future: the ticker must not close the one-hour window
+	// between messages, whatever the machine's speed.
+	h.p.In() <- ingest.Message{Topic: "sensors/d/telemetry", Payload: []byte(payload), Received: time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC),
 		Acker: &acker{id: id, acks: h.acks}, PacketID: id, Dup: dup}
 	select {
 	case got := <-h.acks:

@@ -167,9 +167,13 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ 
 	for _, r := range cfg.Rules {
 		plan, err := rules.Compile(r.Spec())
 		if err != nil {
-			return nil, fmt.Errorf("rule %s: %w", r.Name, err) // validated already
+			return nil, err // validated already; the error names the rule
 		}
-		g.rules = append(g.rules, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To})
+		prio := buffer.PriorityNormal
+		if r.HighPriority() {
+			prio = buffer.PriorityHigh
+		}
+		g.rules = append(g.rules, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To, Priority: prio})
 	}
 	g.p = pipeline.New(g.buf, g.inputs, g.rules, pipeline.Options{
 		Gateway:            cfg.Gateway,

@@ -1,14 +1,23 @@
 package rules
 
 import (
-	"fmt"
 	"math"
+	"slices"
 	"strings"
 )
 
-// evalFn evaluates a compiled expression. g is the group whose aggregates a
-// select expression reads; conditions on records ignore it.
-type evalFn func(r *Record, g *group) Value
+// evalFn evaluates a compiled expression over a record r (never nil) and, in
+// the select, having and alert of a windowed rule, the group's keys and
+// accumulators v (nil elsewhere). It does not allocate unless a string
+// function builds a new string.
+type evalFn func(r *Record, v *aggView) Value
+
+// aggView is what a windowed expression reads besides the record: the group
+// keys and the accumulators of its aggregate slots.
+type aggView struct {
+	keys []Value
+	accs []acc
+}
 
 // Expr is a compiled expression over one record.
 type Expr struct {
@@ -37,20 +46,62 @@ func (e *Expr) Eval(r *Record) Value { return e.fn(r, nil) }
 // String returns the source of e.
 func (e *Expr) String() string { return e.src }
 
-// compiler turns syntax trees into closures. When aggs is not nil the
-// expression is a select item of a windowed rule: aggregate calls get a slot in
-// each group's accumulators, and bare fields must be group keys.
+// compiler turns syntax trees into closures. With aggMode the expression is
+// a select item or the having of a windowed rule: aggregate calls get a slot
+// in each group's accumulators, and bare fields must be group keys, or names
+// of select items (names, read from the record of output values).
 type compiler struct {
 	src     string
 	aggs    *[]aggSlot
 	keys    []string
+	names   []string
 	inAgg   bool
 	aggMode bool
 }
 
+// aggSlot is one aggregate call of a windowed rule.
 type aggSlot struct {
-	fn  *aggFunc
-	arg evalFn // nil for count(*)
+	fn     *aggFunc
+	arg    evalFn // nil for count(*)
+	consts []float64
+}
+
+// add folds record r (at event time t) into a.
+func (s *aggSlot) add(a *acc, r *Record, t int64) { s.addValue(a, s.value(r), t) }
+
+// value is what r contributes: its argument, Bool(true) for count(*), Null
+// for nothing (a null, or not a number for a numeric aggregate).
+func (s *aggSlot) value(r *Record) Value {
+	if s.arg == nil {
+		return Bool(true)
+	}
+	v := s.arg(r, nil)
+	if s.fn.numeric && (v.Kind != KindNumber || math.IsNaN(v.Num)) {
+		return Null
+	}
+	return v
+}
+
+// addValue folds a value from value into a.
+func (s *aggSlot) addValue(a *acc, v Value, t int64) {
+	if v.Kind == KindNull {
+		return
+	}
+	if a.ext == nil && s.fn.newExt != nil {
+		a.ext = s.fn.newExt()
+	}
+	s.fn.add(a, v, t)
+}
+
+// merge folds src into dst.
+func (s *aggSlot) merge(dst, src *acc) {
+	if src.n == 0 {
+		return
+	}
+	if dst.ext == nil && s.fn.newExt != nil {
+		dst.ext = s.fn.newExt()
+	}
+	s.fn.merge(dst, src)
 }
 
 func (c *compiler) errorf(n *node, format string, args ...any) error {
@@ -61,15 +112,15 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 	switch n.op {
 	case "num":
 		v := Number(n.num)
-		return func(*Record, *group) Value { return v }, nil
+		return func(*Record, *aggView) Value { return v }, nil
 	case "str":
 		v := String(n.str)
-		return func(*Record, *group) Value { return v }, nil
+		return func(*Record, *aggView) Value { return v }, nil
 	case "bool":
 		v := Bool(n.num != 0)
-		return func(*Record, *group) Value { return v }, nil
+		return func(*Record, *aggView) Value { return v }, nil
 	case "null":
-		return func(*Record, *group) Value { return Null }, nil
+		return func(*Record, *aggView) Value { return Null }, nil
 	case "field":
 		return c.field(n)
 	case "call":
@@ -77,12 +128,14 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 			return c.aggregate(n, af)
 		}
 		return c.call(n)
+	case "case":
+		return c.caseWhen(n)
 	case "neg":
 		x, err := c.compile(n.args[0])
 		if err != nil {
 			return nil, err
 		}
-		return func(r *Record, g *group) Value {
+		return func(r *Record, g *aggView) Value {
 			v := x(r, g)
 			if v.Kind != KindNumber {
 				return Null
@@ -94,7 +147,7 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(r *Record, g *group) Value { return Bool(!x(r, g).Truthy()) }, nil
+		return func(r *Record, g *aggView) Value { return Bool(!x(r, g).Truthy()) }, nil
 	case "and", "or":
 		l, err := c.compile(n.args[0])
 		if err != nil {
@@ -105,9 +158,9 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 			return nil, err
 		}
 		if n.op == "and" {
-			return func(rec *Record, g *group) Value { return Bool(l(rec, g).Truthy() && r(rec, g).Truthy()) }, nil
+			return func(rec *Record, g *aggView) Value { return Bool(l(rec, g).Truthy() && r(rec, g).Truthy()) }, nil
 		}
-		return func(rec *Record, g *group) Value { return Bool(l(rec, g).Truthy() || r(rec, g).Truthy()) }, nil
+		return func(rec *Record, g *aggView) Value { return Bool(l(rec, g).Truthy() || r(rec, g).Truthy()) }, nil
 	case "+", "-", "*", "/", "%":
 		return c.arith(n)
 	case "=", "!=", "<", "<=", ">", ">=":
@@ -117,7 +170,7 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(r *Record, g *group) Value {
+		return func(r *Record, g *aggView) Value {
 			v := x[0](r, g)
 			lo, hi := x[1](r, g), x[2](r, g)
 			c1, ok1 := cmpValues(v, lo)
@@ -130,7 +183,7 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 			return nil, err
 		}
 		pat := n.str
-		return func(r *Record, g *group) Value {
+		return func(r *Record, g *aggView) Value {
 			v := x(r, g)
 			return Bool(v.Kind == KindString && likeMatch(v.Str, pat))
 		}, nil
@@ -139,7 +192,7 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(r *Record, g *group) Value {
+		return func(r *Record, g *aggView) Value {
 			v := x[0](r, g)
 			for _, e := range x[1:] {
 				if c, ok := cmpValues(v, e(r, g)); ok && c == 0 {
@@ -153,7 +206,7 @@ func (c *compiler) compile(n *node) (evalFn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return func(r *Record, g *group) Value { return Bool(x(r, g).Kind == KindNull) }, nil
+		return func(r *Record, g *aggView) Value { return Bool(x(r, g).Kind == KindNull) }, nil
 	}
 	return nil, c.errorf(n, "unsupported expression %q", n.op)
 }
@@ -173,14 +226,14 @@ func (c *compiler) compileAll(ns []*node) ([]evalFn, error) {
 func (c *compiler) field(n *node) (evalFn, error) {
 	name := n.str
 	if c.aggMode && !c.inAgg {
-		for i, k := range c.keys {
-			if k == name {
-				return func(_ *Record, g *group) Value { return g.keys[i] }, nil
-			}
+		if i := slices.Index(c.keys, name); i >= 0 {
+			return func(_ *Record, g *aggView) Value { return g.keys[i] }, nil
 		}
-		return nil, c.errorf(n, "field %q must be in group_by or inside an aggregate", name)
+		if !slices.Contains(c.names, name) {
+			return nil, c.errorf(n, "field %q must be in group_by or inside an aggregate", name)
+		}
 	}
-	return func(r *Record, _ *group) Value {
+	return func(r *Record, _ *aggView) Value {
 		v, _ := r.Get(name)
 		return v
 	}, nil
@@ -188,7 +241,7 @@ func (c *compiler) field(n *node) (evalFn, error) {
 
 func (c *compiler) aggregate(n *node, af *aggFunc) (evalFn, error) {
 	if !c.aggMode {
-		return nil, c.errorf(n, "aggregate %s() is only allowed in the select of a windowed rule", n.str)
+		return nil, c.errorf(n, "aggregate %s() is only allowed in the select or having of a windowed rule", n.str)
 	}
 	if c.inAgg {
 		return nil, c.errorf(n, "aggregate %s() inside another aggregate", n.str)
@@ -196,10 +249,10 @@ func (c *compiler) aggregate(n *node, af *aggFunc) (evalFn, error) {
 	slot := aggSlot{fn: af}
 	switch {
 	case n.star || len(n.args) == 0:
-		if af.name != "count" {
+		if af != aggCount {
 			return nil, c.errorf(n, "%s() needs one argument", n.str)
 		}
-	case len(n.args) == 1:
+	case len(n.args) == 1+af.consts:
 		c.inAgg = true
 		arg, err := c.compile(n.args[0])
 		c.inAgg = false
@@ -207,13 +260,24 @@ func (c *compiler) aggregate(n *node, af *aggFunc) (evalFn, error) {
 			return nil, err
 		}
 		slot.arg = arg
+		for _, k := range n.args[1:] {
+			if k.op != "num" {
+				return nil, c.errorf(k, "%s() needs a constant number here", n.str)
+			}
+			slot.consts = append(slot.consts, k.num)
+		}
+		if af.check != nil {
+			if msg := af.check(slot.consts); msg != "" {
+				return nil, c.errorf(n.args[1], "%s(): %s", n.str, msg)
+			}
+		}
 	default:
-		return nil, c.errorf(n, "%s() takes one argument, got %d", n.str, len(n.args))
+		return nil, c.errorf(n, "%s() takes %d argument(s), got %d", n.str, 1+af.consts, len(n.args))
 	}
 	i := len(*c.aggs)
 	*c.aggs = append(*c.aggs, slot)
-	result := af.result
-	return func(_ *Record, g *group) Value { return result(&g.accs[i]) }, nil
+	result, consts := af.result, slot.consts
+	return func(_ *Record, g *aggView) Value { return result(&g.accs[i], consts) }, nil
 }
 
 func (c *compiler) arith(n *node) (evalFn, error) {
@@ -225,35 +289,58 @@ func (c *compiler) arith(n *node) (evalFn, error) {
 	if err != nil {
 		return nil, err
 	}
-	var op func(a, b float64) float64
+	num := func(f func(a, b float64) Value) evalFn {
+		return func(rec *Record, g *aggView) Value {
+			a, b := l(rec, g), r(rec, g)
+			if a.Kind != KindNumber || b.Kind != KindNumber {
+				return Null
+			}
+			return f(a.Num, b.Num)
+		}
+	}
 	switch n.op {
 	case "+":
-		op = func(a, b float64) float64 { return a + b }
+		return num(func(a, b float64) Value { return Number(a + b) }), nil
 	case "-":
-		op = func(a, b float64) float64 { return a - b }
+		return num(func(a, b float64) Value { return Number(a - b) }), nil
 	case "*":
-		op = func(a, b float64) float64 { return a * b }
+		return num(func(a, b float64) Value { return Number(a * b) }), nil
 	case "/":
-		op = func(a, b float64) float64 { return a / b }
-	case "%":
-		op = math.Mod
+		return num(func(a, b float64) Value {
+			if b == 0 {
+				return Null
+			}
+			return Number(a / b)
+		}), nil
+	default:
+		return num(func(a, b float64) Value {
+			if b == 0 {
+				return Null
+			}
+			return Number(math.Mod(a, b))
+		}), nil
 	}
-	return func(rec *Record, g *group) Value {
-		a, b := l(rec, g), r(rec, g)
-		if a.Kind != KindNumber || b.Kind != KindNumber {
-			return Null
-		}
-		if (n.op == "/" || n.op == "%") && b.Num == 0 {
-			return Null
-		}
-		return Number(op(a.Num, b.Num))
-	}, nil
 }
 
 func (c *compiler) compare(n *node) (evalFn, error) {
 	l, err := c.compile(n.args[0])
 	if err != nil {
 		return nil, err
+	}
+	// A comparison with a constant number is the common condition: one
+	// closure, no second call.
+	if k := n.args[1]; k.op == "num" {
+		x := k.num
+		switch n.op {
+		case ">":
+			return func(rec *Record, g *aggView) Value { v := l(rec, g); return Bool(v.Kind == KindNumber && v.Num > x) }, nil
+		case ">=":
+			return func(rec *Record, g *aggView) Value { v := l(rec, g); return Bool(v.Kind == KindNumber && v.Num >= x) }, nil
+		case "<":
+			return func(rec *Record, g *aggView) Value { v := l(rec, g); return Bool(v.Kind == KindNumber && v.Num < x) }, nil
+		case "<=":
+			return func(rec *Record, g *aggView) Value { v := l(rec, g); return Bool(v.Kind == KindNumber && v.Num <= x) }, nil
+		}
 	}
 	r, err := c.compile(n.args[1])
 	if err != nil {
@@ -274,9 +361,46 @@ func (c *compiler) compare(n *node) (evalFn, error) {
 	case ">=":
 		test = func(c int) bool { return c >= 0 }
 	}
-	return func(rec *Record, g *group) Value {
+	return func(rec *Record, g *aggView) Value {
 		c, ok := cmpValues(l(rec, g), r(rec, g))
 		return Bool(ok && test(c))
+	}, nil
+}
+
+// caseWhen compiles CASE [x] WHEN a THEN b ... [ELSE e] END: args are the
+// operand (when n.star), then pairs, then the else (when n.num is 1).
+func (c *compiler) caseWhen(n *node) (evalFn, error) {
+	x, err := c.compileAll(n.args)
+	if err != nil {
+		return nil, err
+	}
+	var operand, otherwise evalFn
+	if n.star {
+		operand, x = x[0], x[1:]
+	}
+	if n.num == 1 {
+		otherwise, x = x[len(x)-1], x[:len(x)-1]
+	}
+	return func(r *Record, g *aggView) Value {
+		var v Value
+		if operand != nil {
+			v = operand(r, g)
+		}
+		for i := 0; i+1 < len(x); i += 2 {
+			w := x[i](r, g)
+			if operand != nil {
+				if c, ok := cmpValues(v, w); !ok || c != 0 {
+					continue
+				}
+			} else if !w.Truthy() {
+				continue
+			}
+			return x[i+1](r, g)
+		}
+		if otherwise != nil {
+			return otherwise(r, g)
+		}
+		return Null
 	}, nil
 }
 
@@ -341,77 +465,4 @@ func (c *compiler) call(n *node) (evalFn, error) {
 		return nil, err
 	}
 	return sf.bind(args), nil
-}
-
-// scalarFunc is a function of the expression language. bind returns the
-// closure for one call site, so arguments are evaluated without a slice.
-type scalarFunc struct {
-	minArgs, maxArgs int // maxArgs -1: any number
-	bind             func(args []evalFn) evalFn
-}
-
-func (s *scalarFunc) arity() string {
-	switch {
-	case s.minArgs == s.maxArgs:
-		return fmt.Sprintf("%d argument(s)", s.minArgs)
-	case s.maxArgs < 0:
-		return fmt.Sprintf("at least %d argument(s)", s.minArgs)
-	}
-	return fmt.Sprintf("%d to %d arguments", s.minArgs, s.maxArgs)
-}
-
-func math1(f func(float64) float64) *scalarFunc {
-	return &scalarFunc{1, 1, func(a []evalFn) evalFn {
-		x := a[0]
-		return func(r *Record, g *group) Value {
-			v := x(r, g)
-			if v.Kind != KindNumber {
-				return Null
-			}
-			return Number(f(v.Num))
-		}
-	}}
-}
-
-// scalars is the registry of scalar functions; adding one is adding a line.
-var scalars = map[string]*scalarFunc{
-	"abs":   math1(math.Abs),
-	"ceil":  math1(math.Ceil),
-	"floor": math1(math.Floor),
-	"sqrt":  math1(math.Sqrt),
-	"round": {1, 2, func(a []evalFn) evalFn {
-		return func(r *Record, g *group) Value {
-			v := a[0](r, g)
-			if v.Kind != KindNumber {
-				return Null
-			}
-			scale := 1.0
-			if len(a) == 2 {
-				d := a[1](r, g)
-				if d.Kind != KindNumber {
-					return Null
-				}
-				scale = math.Pow(10, math.Trunc(d.Num))
-			}
-			return Number(math.Round(v.Num*scale) / scale)
-		}
-	}},
-	"coalesce": {1, -1, func(a []evalFn) evalFn {
-		return func(r *Record, g *group) Value {
-			for _, x := range a {
-				if v := x(r, g); v.Kind != KindNull {
-					return v
-				}
-			}
-			return Null
-		}
-	}},
-	"if": {3, 3, func(a []evalFn) evalFn {
-		return func(r *Record, g *group) Value {
-			if a[0](r, g).Truthy() {
-				return a[1](r, g)
-			}
-			return a[2](r, g)
-		}
-	}},
 }

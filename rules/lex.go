@@ -87,6 +87,11 @@ func lex(src string) ([]token, error) {
 			}
 			toks = append(toks, token{tokIdent, src[i+1 : i+1+end], start})
 			i += end + 2
+		case c == '-' && i+1 < len(src) && src[i+1] == '-':
+			// SQL comment to the end of the line.
+			for i < len(src) && src[i] != '\n' {
+				i++
+			}
 		default:
 			start := i
 			two := ""
@@ -100,7 +105,7 @@ func lex(src string) ([]token, error) {
 				continue
 			}
 			switch c {
-			case '<', '>', '=', '+', '-', '*', '/', '%', '(', ')', ',', '!':
+			case '<', '>', '=', '+', '-', '*', '/', '%', '(', ')', ',', '!', ';':
 				toks = append(toks, token{tokOp, string(c), start})
 				i++
 			default:

@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 	"unsafe"
@@ -17,6 +18,29 @@ type Output struct {
 	WindowEnd   time.Time
 	Key         []Field // group_by fields
 	Values      []Field // select items, in order
+	Event       string  // alerts: "raised" or "cleared"; patterns: "matched"
+}
+
+// Clone returns a copy of o that shares no memory with the plan or the record
+// it came from.
+func (o *Output) Clone() Output {
+	c := *o
+	c.Key = cloneFields(o.Key)
+	c.Values = cloneFields(o.Values)
+	return c
+}
+
+func cloneFields(fs []Field) []Field {
+	if fs == nil {
+		return nil
+	}
+	c := make([]Field, len(fs))
+	for i, f := range fs {
+		f.Name = strings.Clone(f.Name)
+		f.Str = strings.Clone(f.Str)
+		c[i] = f
+	}
+	return c
 }
 
 // GroupKey returns the output's key values joined with "\x00".
@@ -33,13 +57,18 @@ func (o *Output) GroupKey() string {
 
 // AppendJSON appends the output as the JSON object of the upstream envelope
 // without "gateway" and "seq", which the uplink adds:
-// {"rule":…,"ts":…,"window":{…},"key":{…},"values":{…},"tags":{…}}.
+// {"rule":…,"ts":…,"event":…,"window":{…},"key":{…},"values":{…},"tags":{…}}
+// ("event" only for alerts and patterns, "window" only for windowed rules).
 func (o *Output) AppendJSON(dst []byte, tags []Field) []byte {
 	dst = append(dst, `{"rule":`...)
 	dst = AppendJSONString(dst, o.Rule)
 	dst = append(dst, `,"ts":"`...)
 	dst = o.Time.UTC().AppendFormat(dst, time.RFC3339Nano)
 	dst = append(dst, '"')
+	if o.Event != "" {
+		dst = append(dst, `,"event":`...)
+		dst = AppendJSONString(dst, o.Event)
+	}
 	if !o.WindowStart.IsZero() {
 		dst = append(dst, `,"window":{"start":"`...)
 		dst = o.WindowStart.UTC().AppendFormat(dst, time.RFC3339Nano)

@@ -287,6 +287,8 @@ func (p *parser) primary() (*node, error) {
 			return &node{op: "bool", pos: t.pos}, nil
 		case "NULL":
 			return &node{op: "null", pos: t.pos}, nil
+		case "CASE":
+			return p.caseWhen(t)
 		}
 		if _, ok := p.op("("); !ok {
 			return &node{op: "field", pos: t.pos, str: t.text}, nil
@@ -332,4 +334,46 @@ func (p *parser) primary() (*node, error) {
 		return nil, p.errorf(t, "unexpected end of expression")
 	}
 	return nil, p.errorf(t, "unexpected %q", t.text)
+}
+
+// caseWhen parses the rest of CASE [x] WHEN a THEN b ... [ELSE e] END.
+func (p *parser) caseWhen(t token) (*node, error) {
+	n := &node{op: "case", pos: t.pos}
+	if !p.isKeyword("WHEN") {
+		x, err := p.or()
+		if err != nil {
+			return nil, err
+		}
+		n.star = true
+		n.args = append(n.args, x)
+	}
+	for p.keyword("WHEN") {
+		w, err := p.or()
+		if err != nil {
+			return nil, err
+		}
+		if !p.keyword("THEN") {
+			return nil, p.errorf(p.peek(), "expected THEN in CASE")
+		}
+		v, err := p.or()
+		if err != nil {
+			return nil, err
+		}
+		n.args = append(n.args, w, v)
+	}
+	if len(n.args) < 2 || (n.star && len(n.args) < 3) {
+		return nil, p.errorf(p.peek(), "expected WHEN in CASE")
+	}
+	if p.keyword("ELSE") {
+		e, err := p.or()
+		if err != nil {
+			return nil, err
+		}
+		n.args = append(n.args, e)
+		n.num = 1
+	}
+	if !p.keyword("END") {
+		return nil, p.errorf(p.peek(), "expected END to close CASE")
+	}
+	return n, nil
 }

@@ -1,45 +1,12 @@
 package rules
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
-	"strings"
+	"slices"
 	"time"
 )
-
-// Spec is a rule as the agent's config describes it, already decoded. Package
-// rules never parses YAML: the agent translates its config into Specs.
-type Spec struct {
-	Name      string
-	Where     string        // condition; empty passes every record
-	GroupBy   []string      // field names
-	Tumbling  time.Duration // window size; 0 makes a stateless rule
-	Select    []SelectItem  // in output order
-	Having    string        // condition over the selected names
-	MaxGroups int           // cap on open groups; 0 means DefaultMaxGroups
-}
-
-// SelectItem is one output value: a name and its expression.
-type SelectItem struct {
-	Name string
-	Expr string
-}
-
-// DefaultMaxGroups caps the groups of a window when the spec sets no cap.
-const DefaultMaxGroups = 10000
-
-// SpecError is an error in one field of a rule's spec. Field is a path within
-// the rule ("where", "select.avg_t"); a PosError inside says where in the
-// expression.
-type SpecError struct {
-	Field string
-	Err   error
-}
-
-func (e *SpecError) Error() string { return e.Field + ": " + e.Err.Error() }
-func (e *SpecError) Unwrap() error { return e.Err }
 
 // Stats are a plan's counters. They are plain fields written by the goroutine
 // that drives the plan; read them from that goroutine or after it stopped.
@@ -47,400 +14,497 @@ type Stats struct {
 	Processed     uint64 // records given to Process
 	Filtered      uint64 // records that failed where
 	GroupsDropped uint64 // records dropped because the group cap bit
-	Late          uint64 // records older than the open window
+	Late          uint64 // records older than the watermark (event time only)
 	Emitted       uint64 // outputs
+	NoEventTime   uint64 // records whose event-time field was missing or unreadable (arrival time used)
+	Suppressed    uint64 // outputs held back by deadband or dedup
 }
 
-// Plan is a compiled rule. It is driven by one goroutine: Process, Tick,
-// Checkpoint and Restore must not be called concurrently.
+// Plan is a compiled rule.
+//
+// A plan is driven by one goroutine: Process, Tick, Flush, Checkpoint and
+// Restore must not be called concurrently, so a plan does not lock.
+//
+// Outputs appended by Process, Tick and Flush point into memory the plan
+// reuses: their Key and Values (and the strings of a stateless rule's values,
+// which may point into the record) stay valid until the next call that is
+// given an empty out. A caller that appends several calls' outputs to one
+// slice keeps them all valid; one that keeps an output longer uses
+// Output.Clone.
 type Plan struct {
 	name      string
+	fp        uint64
 	where     evalFn
 	keys      []string
 	items     []SelectItem
-	fns       []evalFn
+	fns       []evalFn // nil where the item is "*"
+	drop      []string
 	aggs      []aggSlot
 	having    evalFn
-	size      time.Duration
 	maxGroups int
 
-	// The open window (arrival time, tumbling): its start and its groups.
-	start  time.Time
-	groups map[string]*group
-	dirty  []*group
-	reset  bool   // a window closed since the last checkpoint
-	keyBuf []byte // scratch for composite group keys
+	win      Window
+	wins     windower // nil for a rule without window
+	stateful bool     // keeps state: a window, an alert, a pattern or a deadband
+
+	timeField      string
+	lateness, idle int64
+	wm, maxT       int64 // watermark and newest event time, unix ns
+	started        bool  // a record set wm
+
+	alert   *alertOp
+	pattern *patternOp
+	band    *deadbandOp
+
+	// State changes since the last checkpoint (see state.go).
+	dirty      []stateItem
+	dead       []string
+	live       int
+	tombstones int
+	reset      bool
+	metaDirty  bool
+
+	// Scratch, reused so that Process does not allocate.
+	keyBuf  []byte
+	arena   []Field
+	condRec Record
+	selRec  Record
+	view    aggView
 
 	Stats Stats
 }
 
-// group is the state of one group key in the open window.
-type group struct {
-	key   string
-	keys  []Value
-	accs  []acc
-	dirty bool
+// Compile checks a spec and compiles it into a plan. Errors are *SpecError
+// naming the rule and the field, with a *PosError inside for expressions.
+func Compile(s Spec) (*Plan, error) {
+	p, err := compile(s)
+	if err != nil {
+		var se *SpecError
+		if errors.As(err, &se) {
+			se.Rule = s.Name
+		}
+		return nil, err
+	}
+	return p, nil
 }
 
-// Compile checks a spec and compiles it into a plan.
-func Compile(s Spec) (*Plan, error) {
+func specErr(field, format string, args ...any) error {
+	return &SpecError{Field: field, Err: fmt.Errorf(format, args...)}
+}
+
+func compile(s Spec) (*Plan, error) {
 	if s.Name == "" {
-		return nil, &SpecError{"name", errors.New("is required")}
+		return nil, specErr("name", "is required")
 	}
-	p := &Plan{name: s.Name, keys: s.GroupBy, items: s.Select, size: s.Tumbling, maxGroups: s.MaxGroups}
+	w := s.window()
+	p := &Plan{name: s.Name, fp: s.Fingerprint(), keys: s.GroupBy, items: s.Select, drop: s.Drop,
+		maxGroups: s.MaxGroups, win: w, timeField: s.EventTime.Field,
+		lateness: int64(s.EventTime.Lateness), idle: int64(s.EventTime.Idle)}
 	if p.maxGroups <= 0 {
 		p.maxGroups = DefaultMaxGroups
 	}
 	if s.Where != "" {
 		e, err := CompileExpr(s.Where)
 		if err != nil {
-			return nil, &SpecError{"where", err}
+			return nil, &SpecError{Field: "where", Err: err}
 		}
 		p.where = e.fn
 	}
-	windowed := s.Tumbling > 0
-	if s.Tumbling < 0 {
-		return nil, &SpecError{"window.tumbling", fmt.Errorf("must be positive, got %s", s.Tumbling)}
+	if err := p.compileWindow(s, w); err != nil {
+		return nil, err
+	}
+	windowed := p.wins != nil
+	if s.EventTime.Lateness < 0 || s.EventTime.Idle < 0 {
+		return nil, specErr("event_time", "lateness and idle must not be negative")
+	}
+	if s.EventTime.Field == "" && (s.EventTime.Lateness > 0 || s.EventTime.Idle > 0) {
+		return nil, specErr("event_time.field", "is required with lateness or idle")
 	}
 	if windowed && len(s.Select) == 0 {
-		return nil, &SpecError{"select", errors.New("a windowed rule needs at least one select item")}
+		return nil, specErr("select", "a windowed rule needs at least one select item")
 	}
-	if !windowed && len(s.GroupBy) > 0 {
-		return nil, &SpecError{"group_by", errors.New("needs a window")}
+	post := s.Alert != nil || len(s.Pattern) > 0 || s.Deadband != nil || s.Dedup
+	if !windowed && len(s.GroupBy) > 0 && !post {
+		return nil, specErr("group_by", "needs a window (or an alert, pattern or deadband)")
 	}
 	seen := map[string]bool{}
 	for _, it := range s.Select {
 		field := "select." + it.Name
 		if it.Name == "" {
-			return nil, &SpecError{"select", errors.New("an item has no name")}
+			return nil, specErr("select", "an item has no name")
+		}
+		if it.Expr == "*" || it.Name == "*" {
+			if windowed {
+				return nil, specErr("select", "* passes a record's fields, which a windowed rule has not")
+			}
+			p.fns = append(p.fns, nil)
+			continue
 		}
 		if seen[it.Name] {
-			return nil, &SpecError{field, errors.New("duplicate name")}
+			return nil, specErr(field, "duplicate name")
 		}
 		seen[it.Name] = true
 		n, err := parseExpr(it.Expr)
 		if err != nil {
-			return nil, &SpecError{field, err}
+			return nil, &SpecError{Field: field, Err: err}
 		}
 		c := &compiler{src: it.Expr, aggs: &p.aggs, keys: s.GroupBy, aggMode: windowed}
 		fn, err := c.compile(n)
 		if err != nil {
-			return nil, &SpecError{field, err}
+			return nil, &SpecError{Field: field, Err: err}
 		}
 		p.fns = append(p.fns, fn)
 	}
 	if s.Having != "" {
 		if !windowed {
-			return nil, &SpecError{"having", errors.New("needs a window; use where")}
+			return nil, specErr("having", "needs a window; use where")
 		}
-		e, err := CompileExpr(s.Having)
+		n, err := parseExpr(s.Having)
 		if err != nil {
-			return nil, &SpecError{"having", err}
+			return nil, &SpecError{Field: "having", Err: err}
 		}
-		p.having = e.fn
+		c := &compiler{src: s.Having, aggs: &p.aggs, keys: s.GroupBy, names: p.names(), aggMode: true}
+		fn, err := c.compile(n)
+		if err != nil {
+			return nil, &SpecError{Field: "having", Err: err}
+		}
+		p.having = fn
 	}
-	if windowed {
-		p.groups = make(map[string]*group)
+	if err := p.compilePost(s); err != nil {
+		return nil, err
 	}
+	p.stateful = windowed || post
 	return p, nil
+}
+
+func (p *Plan) compileWindow(s Spec, w Window) error {
+	pos := func(field string, d time.Duration) error {
+		if d <= 0 {
+			return specErr("window."+field, "must be positive, got %s", d)
+		}
+		return nil
+	}
+	var err error
+	switch w.Kind {
+	case NoWindow:
+		if s.Tumbling < 0 {
+			return specErr("window.tumbling", "must be positive, got %s", s.Tumbling)
+		}
+		return nil
+	case Tumbling:
+		if err = pos("tumbling", w.Size); err == nil {
+			p.wins = &timeWindows{size: int64(w.Size), every: int64(w.Size)}
+		}
+	case Hopping:
+		if err = pos("size", w.Size); err == nil {
+			err = pos("every", w.Every)
+		}
+		if err == nil && w.Size/w.Every > 1000 {
+			err = specErr("window.every", "%s makes more than 1000 windows of %s overlap", w.Every, w.Size)
+		}
+		if err == nil {
+			p.wins = &timeWindows{size: int64(w.Size), every: int64(w.Every)}
+		}
+	case Sliding:
+		if err = pos("sliding", w.Size); err == nil {
+			p.wins = &slidingWindows{size: int64(w.Size), groups: map[string]*group{}, next: math.MaxInt64}
+		}
+	case Session:
+		if err = pos("gap", w.Gap); err == nil {
+			p.wins = &sessionWindows{gap: int64(w.Gap), groups: map[string]*group{}, next: math.MaxInt64}
+		}
+	case Count:
+		if w.Count <= 0 {
+			return specErr("window.count", "must be positive, got %d", w.Count)
+		}
+		p.wins = &countWindows{n: w.Count, groups: map[string]*group{}}
+	default:
+		return specErr("window", "unknown kind %d", w.Kind)
+	}
+	return err
+}
+
+// names returns the names of the select items.
+func (p *Plan) names() []string {
+	ns := make([]string, len(p.items))
+	for i, it := range p.items {
+		ns[i] = it.Name
+	}
+	return ns
+}
+
+// condExpr compiles a condition of an alert or pattern: over the record for
+// a rule without window, over the keys and selected values otherwise.
+func (p *Plan) condExpr(field, src string) (evalFn, error) {
+	if src == "" {
+		return nil, specErr(field, "is required")
+	}
+	n, err := parseExpr(src)
+	if err != nil {
+		return nil, &SpecError{Field: field, Err: err}
+	}
+	c := &compiler{src: src}
+	if p.wins != nil {
+		var none []aggSlot
+		c = &compiler{src: src, aggs: &none, names: append(p.names(), p.keys...), aggMode: true}
+	}
+	fn, err := c.compile(n)
+	if err != nil {
+		return nil, &SpecError{Field: field, Err: err}
+	}
+	return fn, nil
 }
 
 // Name returns the rule's name.
 func (p *Plan) Name() string { return p.name }
 
-// Windowed reports whether the plan keeps window state.
-func (p *Plan) Windowed() bool { return p.size > 0 }
+// Windowed reports whether the plan keeps state (a window, an alert, a
+// pattern or a deadband) that Checkpoint saves and Restore loads.
+func (p *Plan) Windowed() bool { return p.stateful }
+
+// Fingerprint is the Spec.Fingerprint of the plan's spec: a plan compiled
+// from an unchanged rule has the same, and can take over the old plan's
+// state (or the old plan itself) across a config swap.
+func (p *Plan) Fingerprint() uint64 { return p.fp }
 
 // Process feeds one record to the plan and appends any outputs to out.
 func (p *Plan) Process(r *Record, out []Output) []Output {
 	p.Stats.Processed++
+	if len(out) == 0 {
+		p.arena = p.arena[:0]
+	}
 	if p.where != nil && !p.where(r, nil).Truthy() {
 		p.Stats.Filtered++
 		return out
 	}
-	if p.size == 0 {
-		return p.emitRecord(r, out)
-	}
-	start := r.Time.Truncate(p.size)
-	switch {
-	case p.start.IsZero():
-		p.start = start
-	case start.After(p.start):
-		out = p.closeWindow(out)
-		p.start = start
-	case start.Before(p.start):
+	t, ok := p.eventTime(r)
+	if !ok {
 		p.Stats.Late++
 		return out
 	}
-	g := p.group(r)
-	if g == nil {
-		p.Stats.GroupsDropped++
-		return out
+	if p.wins == nil {
+		return p.stateless(r, t, out)
 	}
-	for i := range p.aggs {
-		s := &p.aggs[i]
-		if s.arg == nil {
-			g.accs[i].n++
-		} else {
-			s.fn.add(&g.accs[i], s.arg(r, nil))
-		}
-	}
-	if !g.dirty {
-		g.dirty = true
-		p.dirty = append(p.dirty, g)
+	out = p.wins.advance(p, p.wm, out)
+	out = p.wins.add(p, r, t, out)
+	if p.pattern != nil {
+		out = p.pattern.advance(p, p.wm, out)
 	}
 	return out
 }
 
-// group finds or creates the group of r, or returns nil when the cap bites.
-func (p *Plan) group(r *Record) *group {
-	var key string
-	switch len(p.keys) {
-	case 0:
-	case 1:
-		v, _ := r.Get(p.keys[0])
-		if v.Kind == KindString {
-			key = v.Str
-		} else {
-			p.keyBuf = v.AppendText(p.keyBuf[:0])
-			key = unsafeString(p.keyBuf)
+// eventTime returns r's time in unix ns and moves the watermark; ok is false
+// for a late record.
+func (p *Plan) eventTime(r *Record) (int64, bool) {
+	if p.timeField == "" {
+		t := nanos(r.Time)
+		if p.started && t < p.wm {
+			t = p.wm // arrival time never goes back: a record is never late
 		}
-	default:
-		p.keyBuf = p.keyBuf[:0]
-		for i, k := range p.keys {
-			if i > 0 {
-				p.keyBuf = append(p.keyBuf, 0)
-			}
-			v, _ := r.Get(k)
-			p.keyBuf = v.AppendText(p.keyBuf)
+		if !p.started || t > p.wm {
+			p.wm, p.maxT, p.started = t, t, true
+			p.metaDirty = p.stateful
 		}
-		key = unsafeString(p.keyBuf)
+		return t, true
 	}
-	if g := p.groups[key]; g != nil {
-		return g
+	v, _ := r.Get(p.timeField)
+	t, ok := timeOf(v)
+	if !ok {
+		p.Stats.NoEventTime++
+		t = nanos(r.Time)
 	}
-	if len(p.groups) >= p.maxGroups {
-		return nil
+	if p.started && t < p.wm {
+		return t, false
 	}
-	g := &group{key: strings.Clone(key), keys: make([]Value, len(p.keys)), accs: make([]acc, len(p.aggs))}
-	for i, k := range p.keys {
-		v, _ := r.Get(k)
-		if v.Kind == KindString {
-			v.Str = strings.Clone(v.Str)
+	if !p.started || t > p.maxT {
+		p.maxT = t
+		if wm := t - p.lateness; !p.started || wm > p.wm {
+			p.wm = wm
 		}
-		g.keys[i] = v
+		p.started = true
+		p.metaDirty = p.stateful
 	}
-	p.groups[g.key] = g
-	return g
+	return t, true
 }
 
-// Tick closes the open window when now has passed its end, appending its
-// outputs to out.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func timeAt(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+
+// Tick moves the watermark with the clock and closes the windows it passed,
+// appending their outputs to out. With arrival time the watermark is now; with
+// event time it moves only when EventTime.Idle is set, to now - Idle.
 func (p *Plan) Tick(now time.Time, out []Output) []Output {
-	if p.size == 0 || p.start.IsZero() || now.Before(p.start.Add(p.size)) {
+	if !p.stateful {
 		return out
 	}
-	out = p.closeWindow(out)
-	p.start = time.Time{}
+	if len(out) == 0 {
+		p.arena = p.arena[:0]
+	}
+	wm := nanos(now)
+	if p.timeField != "" {
+		if p.idle <= 0 {
+			return out
+		}
+		wm -= p.idle
+	}
+	if p.started && wm <= p.wm {
+		return out
+	}
+	if p.timeField == "" && !p.started {
+		return out // nothing seen yet: the first record starts the clock
+	}
+	p.wm, p.started, p.metaDirty = wm, true, true
+	if p.wins != nil {
+		out = p.wins.advance(p, wm, out)
+	}
+	if p.pattern != nil {
+		out = p.pattern.advance(p, wm, out)
+	}
 	return out
 }
 
-// Flush closes the open window now, whatever its end.
+// Flush closes every open window now, whatever its end (sliding windows
+// have none open: they emit per record).
 func (p *Plan) Flush(out []Output) []Output {
-	if p.size == 0 || p.start.IsZero() {
+	if p.wins == nil {
 		return out
 	}
-	out = p.closeWindow(out)
-	p.start = time.Time{}
-	return out
+	if len(out) == 0 {
+		p.arena = p.arena[:0]
+	}
+	return p.wins.flush(p, out)
 }
 
-func (p *Plan) closeWindow(out []Output) []Output {
-	end := p.start.Add(p.size)
-	for _, g := range p.groups {
-		o := Output{Rule: p.name, Time: end, WindowStart: p.start, WindowEnd: end,
-			Key: make([]Field, len(p.keys)), Values: make([]Field, len(p.fns))}
-		for i, k := range p.keys {
-			o.Key[i] = Field{Name: k, Value: g.keys[i]}
+// stateless emits one row for a record of a rule without window.
+func (p *Plan) stateless(r *Record, t int64, out []Output) []Output {
+	rw := row{cond: r, t: t, time: r.Time}
+	if len(p.keys) > 0 {
+		rw.key = p.groupKey(r)
+		rw.keys = p.keyFields(r)
+	}
+	rw.vals = p.project(r)
+	return p.emit(&rw, out)
+}
+
+// project evaluates the select over a record into the arena.
+func (p *Plan) project(r *Record) []Field {
+	n := 0
+	for _, fn := range p.fns {
+		if fn == nil {
+			n += len(r.Fields)
+		} else {
+			n++
 		}
-		for i, fn := range p.fns {
-			o.Values[i] = Field{Name: p.items[i].Name, Value: fn(nil, g)}
-		}
-		if p.having != nil && !p.having(&Record{Fields: o.Values}, nil).Truthy() {
+	}
+	if len(p.fns) == 0 {
+		return p.appendRecord(p.alloc(len(r.Fields))[:0], r)
+	}
+	vals := p.alloc(n)[:0]
+	for i, fn := range p.fns {
+		if fn == nil {
+			vals = p.appendRecord(vals, r)
 			continue
 		}
-		p.Stats.Emitted++
-		out = append(out, o)
+		vals = append(vals, Field{Name: p.items[i].Name, Value: fn(r, nil)})
 	}
-	clear(p.groups)
-	p.dirty = p.dirty[:0]
-	p.reset = true
-	return out
+	return vals
 }
 
-func (p *Plan) emitRecord(r *Record, out []Output) []Output {
-	o := Output{Rule: p.name, Time: r.Time}
-	if len(p.fns) == 0 {
-		o.Values = make([]Field, len(r.Fields))
-		for i, f := range r.Fields {
-			if f.Kind == KindString {
-				f.Str = strings.Clone(f.Str)
-			}
-			o.Values[i] = f
+func (p *Plan) appendRecord(dst []Field, r *Record) []Field {
+	for _, f := range r.Fields {
+		if len(p.drop) > 0 && slices.Contains(p.drop, f.Name) {
+			continue
 		}
-	} else {
-		o.Values = make([]Field, len(p.fns))
-		for i, fn := range p.fns {
-			v := fn(r, nil)
-			if v.Kind == KindString {
-				v.Str = strings.Clone(v.Str)
-			}
-			o.Values[i] = Field{Name: p.items[i].Name, Value: v}
+		dst = append(dst, f)
+	}
+	return dst
+}
+
+// alloc returns n fields from the arena (n may be 0: an empty slice at the
+// arena's end, to append to).
+func (p *Plan) alloc(n int) []Field {
+	if len(p.arena)+n > cap(p.arena) {
+		p.arena = make([]Field, 0, max(2*cap(p.arena), n, 64))
+	}
+	l := len(p.arena)
+	p.arena = p.arena[:l+n]
+	return p.arena[l : l+n : l+n]
+}
+
+// row is one result of the core of a plan on its way to an output: a
+// record's projection, or a window's values for a group.
+type row struct {
+	key      string  // group key text; may point into scratch memory
+	keys     []Field // group_by fields
+	vals     []Field
+	cond     *Record // what alert and pattern conditions see
+	t        int64   // event time, unix ns
+	time     time.Time
+	ws, we   int64 // window, when windowed
+	windowed bool
+	event    string
+}
+
+// emit passes a row through alert or pattern and deadband, and appends its
+// output.
+func (p *Plan) emit(rw *row, out []Output) []Output {
+	switch {
+	case p.alert != nil:
+		if !p.alert.row(p, rw) {
+			return out
 		}
+	case p.pattern != nil:
+		return p.pattern.row(p, rw, out)
+	}
+	return p.output(rw, out)
+}
+
+// output applies deadband and appends the row as an output.
+func (p *Plan) output(rw *row, out []Output) []Output {
+	if p.band != nil && !p.band.pass(p, rw) {
+		p.Stats.Suppressed++
+		return out
+	}
+	o := Output{Rule: p.name, Time: rw.time, Key: rw.keys, Values: rw.vals, Event: rw.event}
+	if rw.windowed {
+		o.WindowStart, o.WindowEnd = timeAt(rw.ws), timeAt(rw.we)
 	}
 	p.Stats.Emitted++
 	return append(out, o)
 }
 
-// StateChange is what changed in a plan's state since its last checkpoint.
-type StateChange struct {
-	Reset bool         // drop all state saved before, then apply Puts
-	Puts  []StateEntry // group key → encoded group state
-}
-
-// StateEntry is the saved state of one group.
-type StateEntry struct {
-	Key   string
-	Value []byte
-}
-
-// Dirty reports whether the state changed since the last checkpoint.
-func (p *Plan) Dirty() bool { return p.reset || len(p.dirty) > 0 }
-
-// Checkpoint returns the state changes since the last call and forgets them.
-// Saving them in the same transaction as the outputs and input positions that
-// go with them is what makes a restart exact.
-func (p *Plan) Checkpoint() StateChange {
-	sc := StateChange{Reset: p.reset}
-	for _, g := range p.dirty {
-		sc.Puts = append(sc.Puts, StateEntry{Key: g.key, Value: p.encodeGroup(g)})
-		g.dirty = false
+// emitGroup computes a closed window's values for one group and emits them
+// unless having rejects them.
+func (p *Plan) emitGroup(g *group, accs []acc, ws, we int64, out []Output) []Output {
+	p.view = aggView{keys: g.keys, accs: accs}
+	p.selRec = Record{Time: timeAt(we)}
+	keys := p.alloc(len(p.keys))
+	for i, k := range p.keys {
+		keys[i] = Field{Name: k, Value: g.keys[i]}
 	}
-	p.dirty = p.dirty[:0]
-	p.reset = false
-	return sc
-}
-
-// encodeGroup lays out a group: window start (unix ns), the key values, then
-// the accumulators, little endian.
-func (p *Plan) encodeGroup(g *group) []byte {
-	b := make([]byte, 0, 16+len(g.accs)*accSize)
-	b = binary.LittleEndian.AppendUint64(b, uint64(p.start.UnixNano()))
-	b = binary.AppendUvarint(b, uint64(len(g.keys)))
-	for _, k := range g.keys {
-		b = append(b, byte(k.Kind))
-		switch k.Kind {
-		case KindString:
-			b = binary.AppendUvarint(b, uint64(len(k.Str)))
-			b = append(b, k.Str...)
-		case KindNumber, KindBool:
-			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(k.Num))
+	vals := p.alloc(len(p.fns))
+	for i, fn := range p.fns {
+		vals[i] = Field{Name: p.items[i].Name, Value: fn(&p.selRec, &p.view)}
+	}
+	if p.having != nil {
+		p.selRec.Fields = vals
+		if !p.having(&p.selRec, &p.view).Truthy() {
+			return out
 		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(g.accs)))
-	for _, a := range g.accs {
-		for _, f := range [4]float64{a.n, a.sum, a.min, a.max} {
-			b = binary.LittleEndian.AppendUint64(b, math.Float64bits(f))
-		}
+	rw := row{key: g.key, keys: keys, vals: vals, t: we, time: timeAt(we), ws: ws, we: we, windowed: true}
+	if p.alert != nil || p.pattern != nil {
+		fs := p.alloc(len(keys) + len(vals))
+		copy(fs, keys)
+		copy(fs[len(keys):], vals)
+		p.condRec = Record{Fields: fs, Time: rw.time}
+		rw.cond = &p.condRec
 	}
-	return b
-}
-
-// ErrBadState reports saved state that does not fit the plan (the rule
-// changed shape, or the bytes are damaged).
-var ErrBadState = errors.New("saved state does not match the rule")
-
-// Restore replaces the plan's state with saved entries. Entries of a window
-// other than the newest saved one are ignored, as are entries whose shape does
-// not fit the rule (it was changed); the error says how many were skipped.
-func (p *Plan) Restore(entries []StateEntry) error {
-	if p.size == 0 {
-		return nil
-	}
-	clear(p.groups)
-	p.dirty = p.dirty[:0]
-	p.start = time.Time{}
-	skipped := 0
-	var newest int64
-	for _, e := range entries {
-		if len(e.Value) >= 8 {
-			if s := int64(binary.LittleEndian.Uint64(e.Value)); s > newest {
-				newest = s
-			}
-		}
-	}
-	for _, e := range entries {
-		g, start, err := p.decodeGroup(e)
-		if err != nil || start != newest {
-			skipped++
-			continue
-		}
-		p.start = time.Unix(0, start)
-		p.groups[g.key] = g
-	}
-	if skipped > 0 {
-		return fmt.Errorf("restore rule %s: skipped %d of %d groups: %w", p.name, skipped, len(entries), ErrBadState)
-	}
-	return nil
-}
-
-func (p *Plan) decodeGroup(e StateEntry) (*group, int64, error) {
-	b := e.Value
-	if len(b) < 8 {
-		return nil, 0, ErrBadState
-	}
-	start := int64(binary.LittleEndian.Uint64(b))
-	b = b[8:]
-	nk, n := binary.Uvarint(b)
-	if n <= 0 || int(nk) != len(p.keys) {
-		return nil, 0, ErrBadState
-	}
-	b = b[n:]
-	g := &group{key: e.Key, keys: make([]Value, nk), accs: make([]acc, len(p.aggs))}
-	for i := range g.keys {
-		if len(b) < 1 {
-			return nil, 0, ErrBadState
-		}
-		k := Kind(b[0])
-		b = b[1:]
-		switch k {
-		case KindString:
-			l, n := binary.Uvarint(b)
-			if n <= 0 || uint64(len(b)-n) < l {
-				return nil, 0, ErrBadState
-			}
-			g.keys[i] = String(string(b[n : n+int(l)]))
-			b = b[n+int(l):]
-		case KindNumber, KindBool:
-			if len(b) < 8 {
-				return nil, 0, ErrBadState
-			}
-			g.keys[i] = Value{Kind: k, Num: math.Float64frombits(binary.LittleEndian.Uint64(b))}
-			b = b[8:]
-		case KindNull:
-		default:
-			return nil, 0, ErrBadState
-		}
-	}
-	na, n := binary.Uvarint(b)
-	if n <= 0 || int(na) != len(p.aggs) || len(b)-n != int(na)*accSize {
-		return nil, 0, ErrBadState
-	}
-	b = b[n:]
-	for i := range g.accs {
-		f := func(j int) float64 { return math.Float64frombits(binary.LittleEndian.Uint64(b[j*8:])) }
-		g.accs[i] = acc{n: f(0), sum: f(1), min: f(2), max: f(3)}
-		b = b[accSize:]
-	}
-	return g, start, nil
+	return p.emit(&rw, out)
 }

@@ -1,0 +1,218 @@
+package rules
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+)
+
+// sketch is a mergeable quantile sketch with relative error sketchAlpha
+// (DDSketch's log-spaced buckets): a value x > 0 is counted in bucket
+// ceil(log_γ x) with γ = (1+α)/(1-α), and a bucket reads back as the value
+// 2γ^i/(γ+1), within α of everything counted in it. Negative values have
+// their own buckets; values closer to zero than sketchMinValue count as zero.
+// Two sketches merge exactly (bucket counts add), so a merged sketch answers
+// as if it had seen both inputs.
+type sketch struct {
+	pos, neg bucketStore
+	zero     uint64
+	n        uint64
+}
+
+const (
+	sketchAlpha    = 0.01
+	sketchMinValue = 1e-9
+)
+
+var (
+	sketchGamma    = (1 + sketchAlpha) / (1 - sketchAlpha)
+	sketchLogGamma = math.Log(sketchGamma)
+)
+
+// bucketStore is a dense run of bucket counts starting at index off.
+type bucketStore struct {
+	off    int32
+	counts []uint32 // 4 bytes: a window's sketches are many (one per group), cache misses cost
+}
+
+func (s *bucketStore) add(i int32, c uint32) {
+	switch {
+	case len(s.counts) == 0:
+		s.off = i
+		s.counts = append(s.counts[:0], c)
+		return
+	case i < s.off:
+		// Grow downwards with headroom (as append does upwards), so a run
+		// of ever smaller values does not copy the store each time.
+		grow := int(s.off-i) + len(s.counts)
+		n := make([]uint32, grow+len(s.counts))
+		copy(n[grow:], s.counts)
+		s.counts, s.off = n, s.off-int32(grow)
+	case int(i-s.off) >= len(s.counts):
+		for int(i-s.off) >= len(s.counts) {
+			s.counts = append(s.counts, 0)
+		}
+	}
+	s.counts[i-s.off] += c
+}
+
+func (s *bucketStore) merge(o *bucketStore) {
+	for j, c := range o.counts {
+		if c > 0 {
+			s.add(o.off+int32(j), c)
+		}
+	}
+}
+
+func sketchIndex(x float64) int32 { return int32(math.Ceil(math.Log(x) / sketchLogGamma)) }
+func sketchValue(i int32) float64 {
+	return 2 * math.Pow(sketchGamma, float64(i)) / (sketchGamma + 1)
+}
+
+func (s *sketch) add(x float64) {
+	s.n++
+	switch {
+	case x > sketchMinValue:
+		s.pos.add(sketchIndex(x), 1)
+	case x < -sketchMinValue:
+		s.neg.add(sketchIndex(-x), 1)
+	default:
+		s.zero++
+	}
+}
+
+// quantile returns the value at rank q·(n-1) of what was added, within the
+// relative error; NaN when the sketch is empty.
+func (s *sketch) quantile(q float64) float64 {
+	if s.n == 0 {
+		return math.NaN()
+	}
+	rank := q * float64(s.n-1)
+	var cum float64
+	for j := len(s.neg.counts) - 1; j >= 0; j-- {
+		cum += float64(s.neg.counts[j])
+		if cum > rank {
+			return -sketchValue(s.neg.off + int32(j))
+		}
+	}
+	cum += float64(s.zero)
+	if cum > rank {
+		return 0
+	}
+	for j, c := range s.pos.counts {
+		cum += float64(c)
+		if cum > rank {
+			return sketchValue(s.pos.off + int32(j))
+		}
+	}
+	return sketchValue(s.pos.off + int32(len(s.pos.counts)-1))
+}
+
+// reset empties the sketch but keeps its buckets' range and memory: the
+// next window of a group usually sees values of the same range.
+func (s *sketch) reset() {
+	clear(s.pos.counts)
+	clear(s.neg.counts)
+	s.zero, s.n = 0, 0
+}
+
+func (s *sketch) merge(o accExt) {
+	src := o.(*sketch)
+	s.pos.merge(&src.pos)
+	s.neg.merge(&src.neg)
+	s.zero += src.zero
+	s.n += src.n
+}
+
+func (s *sketch) appendBinary(b []byte) []byte {
+	b = binary.AppendUvarint(b, s.zero)
+	for _, st := range []*bucketStore{&s.pos, &s.neg} {
+		lo, hi := 0, len(st.counts) // trim empty buckets at both ends
+		for lo < hi && st.counts[lo] == 0 {
+			lo++
+		}
+		for hi > lo && st.counts[hi-1] == 0 {
+			hi--
+		}
+		b = binary.AppendVarint(b, int64(st.off)+int64(lo))
+		b = binary.AppendUvarint(b, uint64(hi-lo))
+		for _, c := range st.counts[lo:hi] {
+			b = binary.AppendUvarint(b, uint64(c))
+		}
+	}
+	return b
+}
+
+var errBadSketch = errors.New("bad sketch")
+
+func (s *sketch) decode(b []byte) error {
+	*s = sketch{}
+	z, k := binary.Uvarint(b)
+	if k <= 0 {
+		return errBadSketch
+	}
+	b = b[k:]
+	s.zero, s.n = z, z
+	for _, st := range []*bucketStore{&s.pos, &s.neg} {
+		off, k := binary.Varint(b)
+		if k <= 0 {
+			return errBadSketch
+		}
+		b = b[k:]
+		l, k := binary.Uvarint(b)
+		if k <= 0 || l > uint64(len(b)) {
+			return errBadSketch
+		}
+		b = b[k:]
+		st.off = int32(off)
+		st.counts = make([]uint32, l)
+		for j := range st.counts {
+			c, k := binary.Uvarint(b)
+			if k <= 0 || c > math.MaxUint32 {
+				return errBadSketch
+			}
+			b = b[k:]
+			st.counts[j] = uint32(c)
+			s.n += c
+		}
+	}
+	if len(b) != 0 {
+		return errBadSketch
+	}
+	return nil
+}
+
+// quantile(x, q) and median(x): q is a constant in [0, 1].
+
+func sketchOf(a *acc) *sketch { return a.ext.(*sketch) }
+
+func sketchResult(a *acc, q float64) Value {
+	if a.n == 0 || a.ext == nil {
+		return Null
+	}
+	return Number(sketchOf(a).quantile(q))
+}
+
+var aggQuantile = &aggFunc{name: "quantile", consts: 1, numeric: true,
+	add: func(a *acc, v Value, _ int64) {
+		a.n++
+		sketchOf(a).add(v.Num)
+	},
+	merge: func(d, s *acc) {
+		d.n += s.n
+		d.ext.merge(s.ext)
+	},
+	result: func(a *acc, k []float64) Value { return sketchResult(a, k[0]) },
+	newExt: func() accExt { return &sketch{} },
+	check: func(k []float64) string {
+		if !(k[0] >= 0 && k[0] <= 1) {
+			return "q must be between 0 and 1"
+		}
+		return ""
+	},
+}
+
+var aggMedian = &aggFunc{name: "median", numeric: true,
+	add: aggQuantile.add, merge: aggQuantile.merge, newExt: aggQuantile.newExt,
+	result: func(a *acc, _ []float64) Value { return sketchResult(a, 0.5) },
+}

@@ -33,6 +33,8 @@ const usage = `usage: sluice <command> [flags]
 commands:
   run --config FILE        run the agent
   validate --config FILE   check a config; exit 1 listing each error's line and field
+  test-rule --rule FILE --input records.jsonl
+                           run rules over JSON lines and print their outputs
   selftest                 run the whole pipeline on this machine with a known load; exit 0 when it is exact
   version                  print the version
 `
@@ -88,6 +90,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	case "test-rule":
+		return testRule(args, stdout, stderr)
 	case "selftest":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

@@ -64,3 +64,38 @@ func TestSelftest(t *testing.T) {
 		t.Errorf("output %q", out.String())
 	}
 }
+
+func TestTestRuleCommand(t *testing.T) {
+	dir := t.TempDir()
+	rule := filepath.Join(dir, "r.yaml")
+	os.WriteFile(rule, []byte(`- name: hot
+  from: x
+  where: temperature > 30
+  select: {device: device, t: temperature}
+- name: per_device
+  sql: SELECT device, count(*) AS n, max(temperature) AS m FROM x GROUP BY device, TUMBLING(1h)
+`), 0o600)
+	input := filepath.Join(dir, "in.jsonl")
+	os.WriteFile(input, []byte(`{"device":"a","temperature":20}
+{"device":"a","temperature":35}
+
+{"device":"b","temperature":31.5}
+`), 0o600)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"test-rule", "--rule", rule, "--input", input}, &out, &errOut); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d outputs:\n%s", len(lines), out.String())
+	}
+	for i, want := range []string{`"values":{"device":"a","t":35}`, `"values":{"device":"b","t":31.5}`, `"values":{"device":"a","n":2,"m":35}`, `"values":{"device":"b","n":1,"m":31.5}`} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("output %d: %s\nwant it to contain %s", i, lines[i], want)
+		}
+	}
+	os.WriteFile(input, []byte("{\"device\":\n"), 0o600)
+	if code := run([]string{"test-rule", "--rule", rule, "--input", input}, &out, &errOut); code != 1 {
+		t.Errorf("bad record: exit %d", code)
+	}
+}

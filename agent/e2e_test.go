@@ -122,6 +122,9 @@ func newRigWithData(t *testing.T, dataDir string) *rig {
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			if keep := os.Getenv("SLUICE_KEEP_LOG"); keep != "" {
+				os.WriteFile(keep, b, 0o644)
+			}
 			if len(b) > 8000 {
 				b = b[len(b)-8000:]
 			}

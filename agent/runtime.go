@@ -62,11 +62,7 @@ func (a *agent) Apply(cfg *config.Config) error {
 	old := a.current()
 	// Rules that go away or change shape cannot hand their open windows to
 	// the new config: emit what they hold now rather than lose it.
-	if gone := changedRules(old.cfg, cfg); len(gone) > 0 {
-		if err := old.p.Flush(context.Background(), gone...); err != nil {
-			a.log.Warn("flushing rules before the swap", "rules", gone, "err", err)
-		}
-	}
+	old.p.FlushOnStop(changedRules(old.cfg, cfg))
 	if err := old.stop(); err != nil {
 		a.log.Warn("stopping the running config", "err", err)
 	}

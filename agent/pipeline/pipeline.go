@@ -101,7 +101,8 @@ type Pipeline struct {
 	firstWait time.Time                        // arrival of the oldest of them
 	lastSave  time.Time
 
-	heartbeat atomic.Int64 // unix ns of the loop's last tick
+	heartbeat  atomic.Int64             // unix ns of the loop's last tick
+	finalFlush atomic.Pointer[[]string] // rules to flush when Run stops
 
 	Stats Stats
 }
@@ -242,6 +243,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			req.reply <- ctx.Err()
 		case <-ctx.Done():
 			p.drain()
+			if names := p.finalFlush.Load(); names != nil {
+				for _, r := range p.rules {
+					if slices.Contains(*names, r.Plan.Name()) {
+						p.outs = r.Plan.Flush(p.outs[:0])
+						p.addOutputs(r, p.outs)
+					}
+				}
+			}
 			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			p.commit(final)
 			cancel()
@@ -257,6 +266,12 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// FlushOnStop names rules whose open windows Run emits when it stops, after
+// the last messages were handled: rules that the next config removes or
+// changes cannot carry their windows over. Call it before ending Run's
+// context.
+func (p *Pipeline) FlushOnStop(rules []string) { p.finalFlush.Store(&rules) }
 
 type flushReq struct {
 	rules []string

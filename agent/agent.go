@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sluiceio/sluice/agent/api"
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
 	"github.com/sluiceio/sluice/buffer"
@@ -21,6 +22,8 @@ import (
 // limit, data dir, built-in broker) and a generation of the pipeline, which
 // Apply replaces when the config changes.
 func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
+	local := cfg
+	cfg = bootConfig(local, log)
 	applyLimits(cfg.Limits, log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
@@ -33,8 +36,32 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 		defer b.Close()
 		log.Info("built-in broker listening", "addr", cfg.Broker.Listen)
 	}
-	a := &agent{log: log, hooks: hooks}
+	a := &agent{log: log, hooks: hooks, started: time.Now()}
+	if !cfg.API.Disabled {
+		srv, err := newAPIServer(cfg.API, cfg.Gateway, log, func() api.Status {
+			if g := a.current(); g != nil && g.status != nil {
+				return g.status.Status()
+			}
+			return api.Status{Gateway: cfg.Gateway, Time: time.Now()}
+		})
+		if err != nil {
+			return err
+		}
+		a.api = srv
+	}
 	if err := a.start(cfg); err != nil {
+		return err
+	}
+	if a.api != nil {
+		if err := a.api.Start(ctx); err != nil {
+			a.stop()
+			return err
+		}
+		defer a.api.Close()
+		log.Info("local API listening", "addr", cfg.API.Listen)
+	}
+	if err := startControl(ctx, a, local, log); err != nil {
+		a.stop()
 		return err
 	}
 	go a.compactLoop(ctx)
@@ -88,8 +115,9 @@ func drainUplinks(buf *buffer.Buffer, timeout time.Duration, log *slog.Logger) {
 
 // agentHooks let callers other than `sluice run` take part in a run.
 type agentHooks struct {
-	uplinks map[string]uplink.Uplink // used instead of building these from the config
-	ready   func()                   // called once every input is subscribed
+	configPath string                   // the local config file, for reload-config
+	uplinks    map[string]uplink.Uplink // used instead of building these from the config
+	ready      func()                   // called once every input is subscribed
 }
 
 // compactLoop gives the file back to the disk after a large backlog drained.

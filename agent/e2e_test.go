@@ -58,6 +58,7 @@ type rig struct {
 const e2eConfig = `gateway: gw-test
 data_dir: %s
 tags: {site: test}
+api: {listen: "127.0.0.1:0"}
 inputs:
   - name: telemetry
     mqtt:

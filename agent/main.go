@@ -33,6 +33,7 @@ const usage = `usage: sluice <command> [flags]
 commands:
   run --config FILE        run the agent
   validate --config FILE   check a config; exit 1 listing each error's line and field
+  ctl keygen|sign|push|cmd|watch   fleet operator's tool (sluice ctl help)
   test-rule --rule FILE --input records.jsonl
                            run rules over JSON lines and print their outputs
   selftest                 run the whole pipeline on this machine with a known load; exit 0 when it is exact
@@ -85,11 +86,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			log.Warn("second signal: exiting now")
 			os.Exit(130)
 		}()
-		if err := runAgent(ctx, cfg, log, agentHooks{}); err != nil && !errors.Is(err, context.Canceled) {
+		if err := runAgent(ctx, cfg, log, agentHooks{configPath: path}); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("agent stopped", "err", err)
 			return 1
 		}
 		return 0
+	case "ctl":
+		return ctlMain(args, stdout, stderr)
 	case "test-rule":
 		return testRule(args, stdout, stderr)
 	case "selftest":

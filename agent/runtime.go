@@ -10,7 +10,9 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/sluiceio/sluice/agent/api"
 	"github.com/sluiceio/sluice/agent/config"
 	"github.com/sluiceio/sluice/agent/ingest"
 	"github.com/sluiceio/sluice/agent/pipeline"
@@ -23,8 +25,10 @@ import (
 // changes. Its methods are safe for concurrent use (the control plane calls
 // Apply and Flush from its own goroutine).
 type agent struct {
-	log   *slog.Logger
-	hooks agentHooks
+	log     *slog.Logger
+	hooks   agentHooks
+	api     *api.Server // nil when the local API is off
+	started time.Time
 
 	mu  sync.Mutex // serialises start, Apply and stop
 	gen atomic.Pointer[generation]
@@ -35,7 +39,7 @@ func (a *agent) current() *generation { return a.gen.Load() }
 func (a *agent) start(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	g, err := startGeneration(cfg, a.log, a.hooks)
+	g, err := startGeneration(cfg, a.log, a.hooks, a.api, a.started)
 	if err != nil {
 		return err
 	}
@@ -66,13 +70,13 @@ func (a *agent) Apply(cfg *config.Config) error {
 	if err := old.stop(); err != nil {
 		a.log.Warn("stopping the running config", "err", err)
 	}
-	g, err := startGeneration(cfg, a.log, a.hooks)
+	g, err := startGeneration(cfg, a.log, a.hooks, a.api, a.started)
 	if err == nil {
 		a.gen.Store(g)
 		a.log.Info("config applied", "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks))
 		return nil
 	}
-	back, err2 := startGeneration(old.cfg, a.log, a.hooks)
+	back, err2 := startGeneration(old.cfg, a.log, a.hooks, a.api, a.started)
 	if err2 != nil {
 		return fmt.Errorf("apply config: %w; restarting the previous config failed too: %v", err, err2)
 	}
@@ -113,6 +117,9 @@ type generation struct {
 	fwds    []*pipeline.Forwarder
 	ready   chan struct{} // closed when every input subscribed
 
+	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
+	status   *agentStatus  // the API's view of this generation
+
 	stopSources, stopPipeline, stopForwarders context.CancelFunc
 	pipeDone                                  chan error
 	fwdWG                                     sync.WaitGroup
@@ -123,7 +130,9 @@ type generation struct {
 // the sources, in that order, so that a backlog starts draining at once and
 // no message arrives before the pipeline runs. On error everything started
 // is stopped again.
-func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ *generation, err error) {
+//
+// srv, when not nil, is the local API fed by this generation's hooks.
+func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv *api.Server, started time.Time) (_ *generation, err error) {
 	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}),
 		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}}
 	defer func() {
@@ -171,7 +180,10 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ 
 		}
 		g.rules = append(g.rules, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To, Priority: prio})
 	}
+	g.counters = newRuleCounters(g.rules)
 	g.p = pipeline.New(g.buf, g.inputs, g.rules, pipeline.Options{
+		OnCommit:           g.counters.hook(srv),
+		OnDeadLetter:       deadLetterHook(srv),
 		Gateway:            cfg.Gateway,
 		Tags:               tagFields(cfg.Tags),
 		CommitInterval:     cfg.Buffer.CommitInterval,
@@ -193,7 +205,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ 
 			}
 		}
 		g.uplinks = append(g.uplinks, up)
-		f := newForwarder(g.buf, up, u, log)
+		f := newForwarder(g.buf, up, u, log, pipeline.WithOnAck(ackHook(srv, u.Name)))
 		g.fwds = append(g.fwds, f)
 		g.fwdWG.Add(1)
 		go func() {
@@ -228,6 +240,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks) (_ 
 		}
 		g.sources = append(g.sources, src)
 	}
+	g.status = newAgentStatus(cfg, started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
 	go func() {
 		for _, s := range g.sources {
 			select {

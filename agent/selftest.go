@@ -54,6 +54,7 @@ func selftest(ctx context.Context, stdout, stderr io.Writer) int {
 
 	doc := fmt.Sprintf(`gateway: selftest
 data_dir: %s
+api: {disabled: true}
 inputs:
   - name: telemetry
     mqtt: {url: %q, topics: [sensors/+/telemetry], qos: 1}

@@ -95,10 +95,12 @@ func newKafka(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Upl
 }
 
 // newForwarder builds the forwarder of one uplink from its config entry.
-func newForwarder(buf *buffer.Buffer, up uplink.Uplink, u config.Uplink, log *slog.Logger) *pipeline.Forwarder {
-	return pipeline.NewForwarder(buf, up,
+func newForwarder(buf *buffer.Buffer, up uplink.Uplink, u config.Uplink, log *slog.Logger, extra ...pipeline.ForwarderOption) *pipeline.Forwarder {
+	opts := []pipeline.ForwarderOption{
 		pipeline.WithBatch(u.BatchRecords(), int(u.Batch.MaxBytes), u.Batch.Linger),
 		pipeline.WithRateLimit(int64(u.RateLimit)),
 		pipeline.WithBacklogSplit(u.BacklogSplit),
-		pipeline.WithForwarderLogger(log))
+		pipeline.WithForwarderLogger(log),
+	}
+	return pipeline.NewForwarder(buf, up, append(opts, extra...)...)
 }

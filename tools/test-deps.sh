@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
 # Installs what the tests need that Go modules cannot bring: mosquitto (the
-# real MQTT broker the end-to-end tests run against). As root it uses
-# apt-get; otherwise it says what to install and fails.
+# MQTT broker the end-to-end tests run against) and chromium (the dashboard's
+# browser test). As root it uses apt-get; otherwise it says what to install
+# and fails. (qemu-user-static is installed by tools/qemu-test.sh.)
 set -euo pipefail
 
-have_mosquitto() {
-	[ -x /usr/sbin/mosquitto ] || [ -x /usr/local/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1
-}
+missing=()
+[ -x /usr/sbin/mosquitto ] || [ -x /usr/local/sbin/mosquitto ] || command -v mosquitto >/dev/null 2>&1 || missing+=(mosquitto)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || missing+=(chromium)
 
-if have_mosquitto; then
-	exit 0
-fi
+[ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-	echo "test-deps: installing mosquitto with apt-get" >&2
+	echo "test-deps: installing ${missing[*]} with apt-get" >&2
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends mosquitto >/dev/null
-	# The package's service is not wanted: tests start their own brokers.
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# The broker's service is not wanted: tests start their own brokers.
 	if command -v systemctl >/dev/null 2>&1; then systemctl disable --now mosquitto >/dev/null 2>&1 || true; fi
-	have_mosquitto && exit 0
+	exit 0
 fi
-echo "test-deps: mosquitto is missing. Install it (Debian/Ubuntu: sudo apt-get install -y mosquitto) and run make test again." >&2
+echo "test-deps: missing ${missing[*]}. Install them (Debian/Ubuntu: sudo apt-get install -y ${missing[*]}) and run make test again." >&2
 exit 1

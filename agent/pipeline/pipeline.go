@@ -77,6 +77,16 @@ type Options struct {
 	CheckpointInterval time.Duration // how often window state of unacked (QoS 0) input is saved
 	TickInterval       time.Duration // how often windows are checked for closing
 	Logger             *slog.Logger
+
+	// OnCommit, when set, is called on the pipeline's goroutine after each
+	// successful commit, before the inputs are acked: entries have their
+	// Seq; oldest is the arrival of the oldest input (or the creation of the
+	// first output) the commit covers; took is the commit's duration. It
+	// must not block, nor keep entries after it returns.
+	OnCommit func(entries []buffer.Entry, oldest time.Time, took time.Duration)
+	// OnDeadLetter, when set, is called on the pipeline's goroutine for
+	// every dead letter.
+	OnDeadLetter func(input string, dl DeadLetter)
 }
 
 // Pipeline is driven by Run on one goroutine; Stats may be read from others.
@@ -397,9 +407,13 @@ func (p *Pipeline) deadLetter(in *Input, m ingest.Message, reason string) {
 	if len(sample) > 256 {
 		sample = sample[:256]
 	}
+	dl := DeadLetter{Topic: m.Topic, Reason: reason, Sample: strings.ToValidUTF8(string(sample), "?"), Time: m.Received}
 	in.Stats.mu.Lock()
-	in.Stats.lastDead = DeadLetter{Topic: m.Topic, Reason: reason, Sample: strings.ToValidUTF8(string(sample), "?"), Time: m.Received}
+	in.Stats.lastDead = dl
 	in.Stats.mu.Unlock()
+	if p.opts.OnDeadLetter != nil {
+		p.opts.OnDeadLetter(in.Name, dl)
+	}
 	p.log.Debug("dead letter", "input", in.Name, "topic", m.Topic, "reason", reason)
 }
 
@@ -473,6 +487,9 @@ func (p *Pipeline) commit(ctx context.Context) {
 	p.Stats.CommitNanos.Add(uint64(time.Since(start)))
 	p.Stats.Commits.Add(1)
 	p.Stats.Outputs.Add(uint64(len(p.entries)))
+	if p.opts.OnCommit != nil {
+		p.opts.OnCommit(p.entries, p.firstWait, time.Since(start))
+	}
 	for _, a := range p.acks {
 		a.Ack()
 	}

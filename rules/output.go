@@ -109,7 +109,7 @@ func (v Value) AppendJSON(dst []byte) []byte {
 		if math.IsNaN(v.Num) || math.IsInf(v.Num, 0) {
 			return append(dst, "null"...)
 		}
-		return strconv.AppendFloat(dst, v.Num, 'g', -1, 64)
+		return appendNumber(dst, v.Num)
 	case KindString:
 		return AppendJSONString(dst, v.Str)
 	case KindBool:

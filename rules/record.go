@@ -8,6 +8,7 @@
 package rules
 
 import (
+	"math"
 	"strconv"
 	"time"
 )
@@ -71,7 +72,7 @@ func (v Value) AppendText(dst []byte) []byte {
 	case KindString:
 		return append(dst, v.Str...)
 	case KindNumber:
-		return strconv.AppendFloat(dst, v.Num, 'g', -1, 64)
+		return appendNumber(dst, v.Num)
 	case KindBool:
 		return strconv.AppendBool(dst, v.Num != 0)
 	}
@@ -121,4 +122,14 @@ func (r *Record) Set(name string, v Value) {
 		}
 	}
 	r.Fields = append(r.Fields, Field{Name: name, Value: v})
+}
+
+// appendNumber writes a number as JSON and people read it: plain digits up
+// to 1e21 (a millisecond timestamp stays 1795817061935, not
+// 1.795817061935e+12), the shortest form that reads back exactly.
+func appendNumber(dst []byte, f float64) []byte {
+	if a := math.Abs(f); a < 1e21 && (a >= 1e-6 || a == 0) {
+		return strconv.AppendFloat(dst, f, 'f', -1, 64)
+	}
+	return strconv.AppendFloat(dst, f, 'g', -1, 64)
 }

@@ -328,3 +328,11 @@ func TestLike(t *testing.T) {
 		}
 	}
 }
+
+func TestNumbersReadPlain(t *testing.T) {
+	for f, want := range map[float64]string{1795817061935: "1795817061935", 41.2: "41.2", 0: "0", -0.5: "-0.5", 1e21: "1e+21", 1.5e-7: "1.5e-07", 600: "600"} {
+		if got := string(Number(f).AppendJSON(nil)); got != want {
+			t.Errorf("%v: %s, want %s", f, got, want)
+		}
+	}
+}

@@ -30,6 +30,7 @@ func main() {
 	broker := flag.String("broker", "tcp://127.0.0.1:11883", "MQTT broker the simulator publishes to")
 	devices := flag.Int("devices", 20, "simulated devices")
 	rate := flag.Float64("rate", 100, "messages per second, all devices together")
+	dashboard := flag.String("dashboard", "http://127.0.0.1:8080/", "the agent's dashboard address (its config's api.listen)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("demo: ")
@@ -76,7 +77,10 @@ func main() {
 	if err := agent.Start(); err != nil {
 		log.Fatal(err)
 	}
-	sim := exec.Command(*simBin, "--broker", *broker, "--devices", fmt.Sprint(*devices), "--rate", fmt.Sprint(*rate), "--qos", "1", "--quiet")
+	// A small plant: mostly temperature sensors, some vibration sensors,
+	// and rare spikes for the overheat alert to catch.
+	sim := exec.Command(*simBin, "--broker", *broker, "--devices", fmt.Sprint(*devices), "--rate", fmt.Sprint(*rate), "--qos", "1", "--quiet",
+		"--profile", "temphum:4,vibration:1", "--topic", "plant/{profile}/{device}", "--spike", "0.01", "--cmd-topic", "")
 	sim.Stdout, sim.Stderr = os.Stderr, os.Stderr
 	// Give the built-in broker a moment: the simulator retries anyway.
 	if err := sim.Start(); err != nil {
@@ -84,7 +88,8 @@ func main() {
 		agent.Wait()
 		log.Fatal(err)
 	}
-	log.Printf("agent (pid %d) and firmware-sim (pid %d) running; summaries print below as they arrive; Ctrl-C stops", agent.Process.Pid, sim.Process.Pid)
+	log.Printf("agent (pid %d) and firmware-sim (pid %d) running; summaries and alerts print below as they arrive; Ctrl-C stops", agent.Process.Pid, sim.Process.Pid)
+	log.Printf("dashboard: %s", *dashboard)
 
 	simDone, agentDone := waitChan(sim), waitChan(agent)
 	select {

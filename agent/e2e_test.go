@@ -143,7 +143,13 @@ type agentProc struct {
 }
 
 // startAgent runs the agent and waits until its MQTT input subscribed.
-func (r *rig) startAgent() *agentProc {
+func (r *rig) startAgent() *agentProc { r.t.Helper(); return r.startAgentUntil("mqtt subscribed") }
+
+// startLogAgent runs the agent and waits until it is ready.
+func (r *rig) startLogAgent() *agentProc { r.t.Helper(); return r.startAgentUntil("sluice ready") }
+
+// startAgentUntil runs the agent and waits for a line of its log.
+func (r *rig) startAgentUntil(line string) *agentProc {
 	r.t.Helper()
 	cmd := exec.Command(sluiceBinary(r.t), "run", "--config", r.config)
 	cmd.Env = append(os.Environ(), r.env...)
@@ -164,7 +170,7 @@ func (r *rig) startAgent() *agentProc {
 	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
 	r.t.Cleanup(func() { p.stop(r.t) })
 	r.agent = p
-	if err := lines.Wait("mqtt subscribed", 15*time.Second); err != nil {
+	if err := lines.Wait(line, 15*time.Second); err != nil {
 		r.t.Fatalf("agent: %v (log: %s)", err, filepath.Join(r.dir, "agent.log"))
 	}
 	return p

@@ -115,6 +115,7 @@ type generation struct {
 	sources []*ingest.MQTT
 	uplinks []uplink.Uplink
 	fwds    []*pipeline.Forwarder
+	logs    []*ingest.LogTail
 	ready   chan struct{} // closed when every input subscribed
 
 	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
@@ -166,7 +167,18 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 
 	inputIndex := map[string]int{}
 	for i, in := range cfg.Inputs {
-		g.inputs = append(g.inputs, &pipeline.Input{Name: in.Name, MaxPayload: in.MQTT.MaxPayload})
+		dec, err := ingest.NewDecoder(in.Format, in.DecoderOptions())
+		if err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err) // validated already
+		}
+		pin := &pipeline.Input{Name: in.Name, Decoder: dec}
+		switch {
+		case in.MQTT != nil:
+			pin.MaxPayload = in.MQTT.MaxPayload
+		case in.Log != nil:
+			pin.MaxPayload = in.Log.MaxLineBytes
+		}
+		g.inputs = append(g.inputs, pin)
 		inputIndex[in.Name] = i
 	}
 	for _, r := range cfg.Rules {
@@ -224,6 +236,13 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	var srcCtx context.Context
 	srcCtx, g.stopSources = context.WithCancel(context.Background())
 	for i, in := range cfg.Inputs {
+		if in.Log != nil {
+			if err := g.startLog(srcCtx, i, in); err != nil {
+				return nil, err
+			}
+			g.sources = append(g.sources, nil)
+			continue
+		}
 		m := in.MQTT
 		password, err := secret(m.PasswordFile, m.PasswordEnv)
 		if err != nil {
@@ -243,6 +262,9 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	g.status = newAgentStatus(cfg, started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
 	go func() {
 		for _, s := range g.sources {
+			if s == nil {
+				continue // a log input is ready once started
+			}
 			select {
 			case <-s.Subscribed():
 			case <-srcCtx.Done():
@@ -270,7 +292,12 @@ func (g *generation) stop() error {
 		err = <-g.pipeDone
 	}
 	for _, s := range g.sources {
-		s.Close()
+		if s != nil {
+			s.Close()
+		}
+	}
+	for _, l := range g.logs {
+		l.Close()
 	}
 	if g.buf != nil && g.pipeDone != nil {
 		drainUplinks(g.buf, g.cfg.ShutdownTimeout, g.log)
@@ -290,7 +317,7 @@ func (g *generation) stop() error {
 func (g *generation) logTotals() {
 	for i, in := range g.inputs {
 		var received uint64
-		if i < len(g.sources) {
+		if i < len(g.sources) && g.sources[i] != nil {
 			received = g.sources[i].Received.Load()
 		}
 		g.log.Info("input totals", "input", in.Name, "received", received, "messages", in.Stats.Messages.Load(),
@@ -303,4 +330,24 @@ func (g *generation) logTotals() {
 	if g.p != nil {
 		g.log.Info("buffer totals", "commits", g.p.Stats.Commits.Load(), "outputs", g.p.Stats.Outputs.Load(), "records", g.buf.Records(), "last_seq", g.buf.LastSeq())
 	}
+}
+
+// startLog starts a log-file input; it resumes from the positions the last
+// commits saved.
+func (g *generation) startLog(ctx context.Context, i int, in config.Input) error {
+	l := in.Log
+	start, _ := ingest.ParseStart(l.Start) // validated
+	lt, err := ingest.NewLogTail(ingest.LogTailOptions{
+		Input: i, Name: in.Name, Paths: l.Paths, Start: start,
+		LoadPositions: g.p.LoadPositions, Multiline: l.Multiline, MultilineWait: l.MultilineWait,
+		MaxLineBytes: l.MaxLineBytes, PollInterval: l.PollInterval, RotateWait: l.RotateWait, Logger: g.log,
+	})
+	if err != nil {
+		return fmt.Errorf("input %s: %w", in.Name, err)
+	}
+	if err := lt.Start(ctx, g.p.In()); err != nil {
+		return fmt.Errorf("input %s: %w", in.Name, err)
+	}
+	g.logs = append(g.logs, lt)
+	return nil
 }

@@ -55,9 +55,17 @@ type Broker struct {
 
 // Input is one source of records.
 type Input struct {
-	Name   string     `yaml:"name"`
-	MQTT   *MQTTInput `yaml:"mqtt"`
-	Format string     `yaml:"format"` // json (default)
+	Name string     `yaml:"name"`
+	MQTT *MQTTInput `yaml:"mqtt"` // one source: mqtt or log (input.go)
+	Log  *LogInput  `yaml:"log"`
+
+	// Format decodes payloads: json (default), csv, logfmt, regex, influx,
+	// number; the settings below belong to some of them.
+	Format          string     `yaml:"format"`
+	CSV             *CSVFormat `yaml:"csv"`
+	Pattern         string     `yaml:"pattern"`          // regex: named groups become fields
+	NumberField     string     `yaml:"number_field"`     // number: the field's name (default value)
+	InfluxPrecision string     `yaml:"influx_precision"` // influx: ns (default), us, ms, s
 }
 
 // MQTTInput subscribes to topics of an MQTT broker.
@@ -221,6 +229,9 @@ func (c *Config) setDefaults() {
 		in := &c.Inputs[i]
 		if in.Format == "" {
 			in.Format = "json"
+		}
+		if in.Log != nil {
+			setLogDefaults(in.Log)
 		}
 		if m := in.MQTT; m != nil {
 			if m.QoS == nil {

@@ -42,11 +42,8 @@ func (c *Config) validate(wordBits int) Errors {
 	for i, in := range c.Inputs {
 		p := fmt.Sprintf("inputs[%d]", i)
 		checkName(p+".name", in.Name, inputs)
-		if in.Format != "" && in.Format != "json" {
-			add(p+".format", "%q is not supported (json)", in.Format)
-		}
+		validateInputSource(p, &in, add)
 		if in.MQTT == nil {
-			add(p, "needs a source: mqtt")
 			continue
 		}
 		m := in.MQTT

@@ -24,9 +24,10 @@ import (
 // Input is the input stage of one configured input.
 type Input struct {
 	Name       string
-	MaxPayload int // bytes; 0: no limit
+	MaxPayload int            // bytes; 0: no limit
+	Decoder    ingest.Decoder // nil: JSON
 
-	decoder ingest.JSONDecoder
+	json ingest.JSONDecoder
 	// Redelivery record (DESIGN.md "Delivery guarantee" 2): packet id → hash
 	// of topic and payload of messages whose commit succeeded.
 	committed map[uint16]uint64
@@ -373,7 +374,13 @@ func (p *Pipeline) handle(m ingest.Message) {
 	p.rec.Reset()
 	p.rec.Time = m.Received
 	p.rec.Topic = m.Topic
-	if err := in.decoder.Decode(m.Payload, &p.rec); err != nil {
+	var err error
+	if in.Decoder != nil {
+		err = in.Decoder.Decode(m.Payload, &p.rec)
+	} else {
+		err = in.json.Decode(m.Payload, &p.rec)
+	}
+	if err != nil {
 		p.deadLetter(in, m, err.Error())
 		return
 	}

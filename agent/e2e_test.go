@@ -365,6 +365,13 @@ func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 	// after the restart; give the last windows (1s) time to show one.
 	time.Sleep(2500 * time.Millisecond)
 	r.check(f, 10000)
+	// Read back in stream order, the outputs are in seq order.
+	envs, _, _ := r.collector.Snapshot()
+	for i := 1; i < len(envs); i++ {
+		if envs[i].Seq <= envs[i-1].Seq {
+			t.Fatalf("stream position %d has seq %d after %d", i, envs[i].Seq, envs[i-1].Seq)
+		}
+	}
 	r.agent.stop(t)
 	b, err := os.ReadFile(filepath.Join(r.dir, "agent.log"))
 	if err != nil {

@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/sluiceio/sluice/internal/testenv"
+)
+
+// Durations of W1's loads and how long the upstream count may lag behind
+// the simulator's end (the 10 s window must close first).
+const (
+	cpuLoad       = 10 * time.Second
+	cpuCountWait  = 30 * time.Second
+	stepLoad      = 5 * time.Second
+	stepCountWait = 15 * time.Second
+	idleWait      = 5 * time.Second
+	agentStopWait = 15 * time.Second
+)
+
+// w1Run is what one agent run under W1 measured. The CPU samples are taken
+// when the agent subscribed (before), when the simulator exited (loaded)
+// and when every message was counted upstream or the wait gave up (after).
+type w1Run struct {
+	load                  load
+	sim                   simResult
+	counted               uint64
+	all                   bool // every sent message was counted in time
+	before, loaded, after sample
+	hwmMiB                float64 // the agent's peak RSS
+	totals                agentTotals
+}
+
+// passed reports whether the run counts as sustaining its rate.
+func (r w1Run) passed() bool { return r.all && r.sim.reached(r.load) }
+
+// agentRun runs W1 at l through a fresh mosquitto and a fresh agent, and
+// waits up to countWait after the simulator's end for the upstream count.
+// A short count is a result, not an error.
+func (b *bench) agentRun(ctx context.Context, label string, l load, countWait time.Duration) (w1Run, error) {
+	r := w1Run{load: l}
+	name := label + "-" + l.label()
+	dir, err := b.runDir(name)
+	if err != nil {
+		return r, err
+	}
+	broker, err := testenv.StartMosquitto(dir)
+	if err != nil {
+		return r, err
+	}
+	defer broker.Stop()
+	gateway := "bench-" + name
+	up, err := b.openUpstream(ctx, gateway)
+	if err != nil {
+		return r, err
+	}
+	defer up.close()
+	agent, err := b.startAgent(ctx, dir, gateway, broker.URL)
+	if err != nil {
+		return r, err
+	}
+	defer agent.stop(agentStopWait)
+	return b.measure(ctx, r, dir, broker, up, agent, countWait)
+}
+
+// measure runs the simulator against a subscribed agent, waits for the
+// upstream count and stops the agent, sampling CPU and memory on the way.
+func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testenv.Mosquitto, up *upstream, agent *child, countWait time.Duration) (w1Run, error) {
+	meter := b.meter(map[string]int{"agent": agent.pid(), "mosquitto": broker.Cmd.Process.Pid})
+	var err error
+	if r.before, err = meter.sample(); err != nil {
+		return r, err
+	}
+	if r.sim, err = b.runSim(ctx, dir, broker.URL, r.load); err != nil {
+		return r, err
+	}
+	if r.sim.sent == 0 {
+		return r, fmt.Errorf("firmware-sim sent nothing: %s", r.sim)
+	}
+	if r.loaded, err = meter.sample(); err != nil {
+		return r, err
+	}
+	r.counted, err = up.waitCounted(ctx, r.sim.sent, countWait)
+	if ctx.Err() != nil {
+		return r, ctx.Err()
+	}
+	r.all = err == nil
+	if r.after, err = meter.sample(); err != nil {
+		return r, err
+	}
+	if r.hwmMiB, err = memMiB(agent.pid(), "VmHWM"); err != nil {
+		return r, err
+	}
+	if err := agent.stop(agentStopWait); err != nil {
+		b.log.Print(err)
+	}
+	r.totals = totals(agent)
+	return r, nil
+}
+
+// describe writes what a run saw to stderr.
+func (b *bench) describe(name string, r w1Run) {
+	b.log.Printf("%s: firmware-sim %s", name, r.sim)
+	b.log.Printf("%s: counted upstream %d of %d within %s of the simulator's end", name, r.counted, r.sim.sent,
+		r.after.at.Sub(r.loaded.at).Round(10*time.Millisecond))
+	b.log.Printf("%s: during the load (%.1fs) cores used: agent %.2f, mosquitto %.2f, firmware-sim %.2f",
+		name, r.loaded.at.Sub(r.before.at).Seconds(), r.loaded.cores(r.before, "agent"),
+		r.loaded.cores(r.before, "mosquitto"), r.sim.cpu.Seconds()/r.sim.wall.Seconds())
+	b.checkQuiet(name, r.before, r.loaded, r.sim.cpu)
+	b.log.Printf("%s: agent CPU %.2fs during the load + %.2fs after it (window close, commit, forward, idle until counted)",
+		name, r.loaded.since(r.before, "agent").Seconds(), r.after.since(r.loaded, "agent").Seconds())
+	if r.totals.ok {
+		b.log.Printf("%s: agent received %d messages, %d commits (%.0f/s over the run)", name, r.totals.received,
+			r.totals.commits, float64(r.totals.commits)/r.after.at.Sub(r.before.at).Seconds())
+	}
+}
+
+// meter returns a CPU meter of pids and of this process (nats-server and
+// the upstream consumer run in it).
+func (b *bench) meter(pids map[string]int) cpuMeter {
+	pids["bench"] = os.Getpid()
+	return cpuMeter{clk: b.clk, pids: pids}
+}
+
+// busyCores is how much CPU processes other than ours may use during a
+// measurement before the harness warns that the figures are inflated.
+const busyCores = 0.15
+
+// checkQuiet warns when other processes (or the hypervisor) took CPU
+// between s0 and s1. untracked is the CPU time of our processes that s0
+// and s1 do not cover (the simulator).
+func (b *bench) checkQuiet(name string, s0, s1 sample, untracked time.Duration) {
+	others, stolen := s1.others(s0, untracked), s1.stolen(s0)
+	b.log.Printf("%s: this process (nats-server, consumer) %.2f cores, other processes %.2f, stolen %.2f",
+		name, s1.cores(s0, "bench"), others, stolen)
+	if others > busyCores || stolen > busyCores {
+		b.log.Printf("WARNING %s: the machine was not quiet (other processes %.2f cores, stolen %.2f): figures are inflated", name, others, stolen)
+	}
+}
+
+// perMsg returns CPU time per message in µs.
+func perMsg(d time.Duration, n uint64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return d.Seconds() * 1e6 / float64(n)
+}
+
+// cpuRun measures the agent under 10 s of W1 at rate and reports its CPU
+// per message.
+func (b *bench) cpuRun(ctx context.Context, rate int) (w1Run, error) {
+	l := loadFor(rate, cpuLoad)
+	b.log.Printf("%s: agent under W1 at %d msg/s for %s", l.label(), rate, cpuLoad)
+	r, err := b.agentRun(ctx, "cpu", l, cpuCountWait)
+	if err != nil {
+		return r, err
+	}
+	b.describe(l.label(), r)
+	if !r.all {
+		b.log.Printf("WARNING %s: only %d of %d messages were counted upstream within %s; the figure divides by all %d sent",
+			l.label(), r.counted, r.sim.sent, cpuCountWait, r.sim.sent)
+	}
+	b.report("e2e_w1_"+l.label()+"_cpu_us_per_msg", perMsg(r.after.since(r.before, "agent"), r.sim.sent), 1, "us/msg")
+	return r, nil
+}
+
+// w1At5k reports the agent's, mosquitto's and the floor's CPU per message
+// at 5k msg/s.
+func (b *bench) w1At5k(ctx context.Context) error {
+	r, err := b.cpuRun(ctx, 5000)
+	if err != nil {
+		return err
+	}
+	b.report("e2e_w1_5k_broker_cpu_us_per_msg", perMsg(r.after.since(r.before, "mosquitto"), r.sim.sent), 1, "us/msg")
+	return b.floorFigure(ctx, r)
+}
+
+// w1At20k reports the agent's CPU per message and peak RSS at 20k msg/s,
+// and the floor's CPU. passed says whether the agent kept up.
+func (b *bench) w1At20k(ctx context.Context) (passed bool, err error) {
+	r, err := b.cpuRun(ctx, 20000)
+	if err != nil {
+		return false, err
+	}
+	b.report("e2e_w1_20k_peak_rss_mb", r.hwmMiB, 1, "MiB")
+	return r.passed(), b.floorFigure(ctx, r)
+}
+
+// floorFigure runs the floor subscriber under the load of an agent run and
+// reports its CPU per message, and the agent's ratio to it on stderr.
+func (b *bench) floorFigure(ctx context.Context, agentRun w1Run) error {
+	l := agentRun.load
+	f, err := b.floorRun(ctx, l)
+	if err != nil {
+		return err
+	}
+	floor := perMsg(f.cpu, f.sim.sent)
+	b.report("e2e_w1_"+l.label()+"_floor_cpu_us_per_msg", floor, 1, "us/msg")
+	if floor > 0 {
+		b.log.Printf("%s: agent / floor = %.2f", l.label(), perMsg(agentRun.after.since(agentRun.before, "agent"), agentRun.sim.sent)/floor)
+	}
+	return nil
+}
+
+// idle reports the RSS of an agent that subscribed and got nothing for 5 s.
+func (b *bench) idle(ctx context.Context) error {
+	dir, err := b.runDir("idle")
+	if err != nil {
+		return err
+	}
+	broker, err := testenv.StartMosquitto(dir)
+	if err != nil {
+		return err
+	}
+	defer broker.Stop()
+	agent, err := b.startAgent(ctx, dir, "bench-idle", broker.URL)
+	if err != nil {
+		return err
+	}
+	defer agent.stop(agentStopWait)
+	c0, err := b.clk.cpu(agent.pid())
+	if err != nil {
+		return err
+	}
+	select {
+	case <-time.After(idleWait):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	rss, err := memMiB(agent.pid(), "VmRSS")
+	if err != nil {
+		return err
+	}
+	c1, err := b.clk.cpu(agent.pid())
+	if err != nil {
+		return err
+	}
+	b.report("idle_rss_mb", rss, 1, "MiB")
+	b.log.Printf("idle: agent CPU %s over %s", c1-c0, idleWait)
+	return nil
+}
+
+// maxRate reports the highest W1 rate whose every message was counted
+// upstream. Above a passed 20k run it steps up through --max-rates and
+// stops at the first failure; below a failed one it steps down.
+func (b *bench) maxRate(ctx context.Context, passed20k bool) error {
+	const name = "e2e_w1_max_msgs_per_s"
+	if !passed20k {
+		b.log.Print("max rate: the 20k run did not pass; stepping down")
+		for _, rate := range []int{15000, 10000, 5000} {
+			ok, err := b.rateStep(ctx, rate)
+			if err != nil {
+				return err
+			}
+			if ok {
+				b.report(name, float64(rate), 0, "msg/s")
+				return nil
+			}
+		}
+		b.report(name, 0, 0, "msg/s")
+		return nil
+	}
+	last := 20000
+	for _, rate := range b.opts.maxRates {
+		if rate <= last {
+			continue
+		}
+		ok, err := b.rateStep(ctx, rate)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		last = rate
+	}
+	b.report(name, float64(last), 0, "msg/s")
+	return nil
+}
+
+// rateStep runs 5 s of W1 at rate and says whether it passed, and if not,
+// what the limit was.
+func (b *bench) rateStep(ctx context.Context, rate int) (bool, error) {
+	l := loadFor(rate, stepLoad)
+	name := "max " + l.label()
+	b.log.Printf("%s: agent under W1 at %d msg/s for %s", name, rate, stepLoad)
+	r, err := b.agentRun(ctx, "max", l, stepCountWait)
+	if err != nil {
+		return false, err
+	}
+	b.describe(name, r)
+	if r.passed() {
+		b.log.Printf("%s: passed", name)
+		return true, nil
+	}
+	b.log.Printf("%s: failed; limit: %s", name, limitOf(r))
+	return false, nil
+}
+
+// limitOf names the process that most likely stopped a failed step, from
+// what each used during the load. mosquitto is single-threaded: near one
+// core, it is the limit.
+func limitOf(r w1Run) string {
+	broker := r.loaded.cores(r.before, "mosquitto")
+	agent := r.loaded.cores(r.before, "agent")
+	sim := r.sim.cpu.Seconds() / r.sim.wall.Seconds()
+	others := r.loaded.others(r.before, r.sim.cpu) + r.loaded.stolen(r.before)
+	usage := fmt.Sprintf("(cores: agent %.2f, mosquitto %.2f, firmware-sim %.2f, this process %.2f, others and stolen %.2f)",
+		agent, broker, sim, r.loaded.cores(r.before, "bench"), others)
+	switch {
+	case others > busyCores:
+		return "machine: other processes took CPU; run again on a quiet machine " + usage
+	case broker >= 0.9:
+		return "broker: mosquitto saturated its one core " + usage
+	case !r.sim.reached(r.load) && sim >= 0.9:
+		return fmt.Sprintf("simulator: it reached %.0f of %d msg/s %s", r.sim.rate, r.load.rate, usage)
+	case !r.sim.reached(r.load):
+		return fmt.Sprintf("machine: the simulator reached %.0f of %d msg/s with the cores shared %s", r.sim.rate, r.load.rate, usage)
+	case r.totals.ok && r.totals.received < r.sim.sent:
+		return fmt.Sprintf("agent: it received %d of %d messages (mosquitto still held the rest) %s", r.totals.received, r.sim.sent, usage)
+	default:
+		return fmt.Sprintf("agent: it received everything but %d of %d were counted upstream in time %s", r.counted, r.sim.sent, usage)
+	}
+}

@@ -58,7 +58,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 			return err
 		}
 		defer a.api.Close()
-		log.Info("local API listening", "addr", cfg.API.Listen)
+		log.Info("local API listening", "addr", a.api.Addr().String())
 	}
 	if err := startControl(ctx, a, local, log); err != nil {
 		a.stop()

@@ -1,15 +1,22 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
 
 	"github.com/sluiceio/sluice/agent/config"
 	"github.com/sluiceio/sluice/agent/control"
+	"github.com/sluiceio/sluice/agent/ingest"
 	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/rules"
 )
 
 // bootConfig returns the config to start on: the last applied remote
@@ -18,6 +25,9 @@ import (
 func bootConfig(local *config.Config, log *slog.Logger) *config.Config {
 	if !local.Control.Enabled {
 		return local
+	}
+	if _, err := os.Stat(local.Buffer.Path); errors.Is(err, os.ErrNotExist) {
+		return local // first start: nothing applied yet
 	}
 	b, err := buffer.Open(local.Buffer.Path, buffer.Options{Logger: log})
 	if err != nil {
@@ -90,8 +100,41 @@ func (r *controlRuntime) BufferStats() any {
 		"file_bytes": b.FileSize(), "last_seq": b.LastSeq()}
 }
 
-func (r *controlRuntime) TestRule(context.Context, json.RawMessage, []json.RawMessage) ([]json.RawMessage, error) {
-	return nil, errors.New("test-rule: not wired yet") // compile the rule with rules.Compile(configRule.Spec()) and Process each record
+func (r *controlRuntime) TestRule(_ context.Context, rule json.RawMessage, records []json.RawMessage) ([]json.RawMessage, error) {
+	// A rule in JSON is YAML too: decode it strictly as a config rule.
+	var cr config.Rule
+	dec := yaml.NewDecoder(bytes.NewReader(rule))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cr); err != nil {
+		return nil, fmt.Errorf("test-rule: rule: %w", err)
+	}
+	plan, err := rules.Compile(cr.Spec())
+	if err != nil {
+		return nil, fmt.Errorf("test-rule: %w", err)
+	}
+	var (
+		jd   ingest.JSONDecoder
+		rec  rules.Record
+		outs []rules.Output
+		res  []json.RawMessage
+	)
+	collect := func() {
+		for i := range outs {
+			res = append(res, json.RawMessage(outs[i].AppendJSON(nil, nil)))
+		}
+	}
+	for i, raw := range records {
+		rec.Reset()
+		rec.Time = time.Now()
+		if err := jd.Decode(append([]byte(nil), raw...), &rec); err != nil {
+			return nil, fmt.Errorf("test-rule: record %d: %w", i, err)
+		}
+		outs = plan.Process(&rec, outs[:0])
+		collect()
+	}
+	outs = plan.Flush(outs[:0])
+	collect()
+	return res, nil
 }
 
 func (r *controlRuntime) Reload(context.Context) error {

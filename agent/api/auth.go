@@ -13,9 +13,10 @@ import (
 	"strings"
 )
 
-// loopback reports whether addr ("host:port") binds only loopback
-// interfaces. An empty host binds every interface, so it is not loopback.
-func loopback(addr string) bool {
+// Loopback reports whether addr ("host:port") binds only loopback
+// interfaces: 127.0.0.0/8, ::1 or "localhost". An empty host binds every
+// interface, so it is not loopback.
+func Loopback(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return false

@@ -121,7 +121,7 @@ func New(src Source, opts ...Option) (*Server, error) {
 	if src == nil {
 		return nil, errors.New("api: nil status source")
 	}
-	if !loopback(c.listen) && c.token == "" && !requiresClientCert(c.tls) {
+	if !Loopback(c.listen) && c.token == "" && !requiresClientCert(c.tls) {
 		return nil, fmt.Errorf("api listen %s: %w", c.listen, ErrUnprotected)
 	}
 	set := metrics.NewSet()

@@ -2,7 +2,8 @@ package config
 
 import (
 	"net"
-	"strings"
+
+	"github.com/sluiceio/sluice/agent/api"
 )
 
 // DefaultAPIListen is where the local API listens unless configured.
@@ -42,21 +43,6 @@ func (a *API) Authenticated() bool {
 	return a.TokenFile != "" || a.TokenEnv != "" || (a.TLS != nil && a.TLS.ClientCAFile != "")
 }
 
-// LoopbackListen reports whether addr ("host:port") binds only loopback
-// interfaces: 127.0.0.0/8, ::1 or "localhost". An empty host (all
-// interfaces) is not loopback.
-func LoopbackListen(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // validateAPI checks the api section.
 func (c *Config) validateAPI(add func(path, format string, args ...any)) {
 	a := &c.API
@@ -79,7 +65,7 @@ func (c *Config) validateAPI(add func(path, format string, args ...any)) {
 			add("api.tls", "needs cert_file and key_file")
 		}
 	}
-	if !LoopbackListen(listen) && !a.Authenticated() {
+	if !api.Loopback(listen) && !a.Authenticated() {
 		add("api.listen", "%q is not a loopback address: set api.token_file, api.token_env or api.tls.client_ca_file", a.Listen)
 	}
 }

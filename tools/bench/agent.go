@@ -19,12 +19,14 @@ import (
 // MQTT URL, NATS URL.
 const agentConfig = `gateway: %s
 data_dir: %s
+api: {listen: "127.0.0.1:0"}
 inputs:
   - name: telemetry
     mqtt:
       url: %s
       topics: [sensors/+/telemetry]
       qos: 1
+      read_coalesce: %s
 rules:
   - name: w1
     from: telemetry
@@ -45,7 +47,7 @@ uplinks:
 // it logs "mqtt subscribed".
 func (b *bench) startAgent(ctx context.Context, dir, gateway, broker string) (*child, error) {
 	cfg := filepath.Join(dir, "sluice.yaml")
-	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.ns.ClientURL())
+	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, b.ns.ClientURL())
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}

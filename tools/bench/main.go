@@ -96,10 +96,11 @@ func main() {
 
 // options are the command line of the harness.
 type options struct {
-	sluice, sim string
-	maxRates    []int
-	keep        bool
-	only        map[string]bool // runs to do; all when empty
+	sluice, sim  string
+	maxRates     []int
+	keep         bool
+	only         map[string]bool // runs to do; all when empty
+	readCoalesce time.Duration   // the agent's read_coalesce
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -111,6 +112,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sim, "sim", "bin/firmware-sim", "firmware-sim binary")
 	fs.StringVar(&rates, "max-rates", "30000,50000,75000,100000,150000,200000,250000,300000,400000", "rates (msg/s) the maximum-rate search steps through, after the 20k run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) and print its path")
+	fs.DurationVar(&o.readCoalesce, "read-coalesce", time.Millisecond, "the agent's mqtt read_coalesce (0 turns it off)")
 	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, 20k, max, sim, size (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -36,6 +37,19 @@ type agent struct {
 
 func (a *agent) current() *generation { return a.gen.Load() }
 
+// setCurrent makes g the running generation and points the local API's
+// POST /ingest/ at its HTTP inputs.
+func (a *agent) setCurrent(g *generation) {
+	a.gen.Store(g)
+	if a.api != nil {
+		if g.ingest != nil {
+			a.api.SetIngest(g.ingest)
+		} else {
+			a.api.SetIngest(nil)
+		}
+	}
+}
+
 func (a *agent) start(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -43,7 +57,7 @@ func (a *agent) start(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	a.gen.Store(g)
+	a.setCurrent(g)
 	return nil
 }
 
@@ -72,7 +86,7 @@ func (a *agent) Apply(cfg *config.Config) error {
 	}
 	g, err := startGeneration(cfg, a.log, a.hooks, a.api, a.started)
 	if err == nil {
-		a.gen.Store(g)
+		a.setCurrent(g)
 		a.log.Info("config applied", "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks))
 		return nil
 	}
@@ -80,7 +94,7 @@ func (a *agent) Apply(cfg *config.Config) error {
 	if err2 != nil {
 		return fmt.Errorf("apply config: %w; restarting the previous config failed too: %v", err, err2)
 	}
-	a.gen.Store(back)
+	a.setCurrent(back)
 	return fmt.Errorf("apply config: %w (the previous config runs again)", err)
 }
 
@@ -115,8 +129,9 @@ type generation struct {
 	sources []*ingest.MQTT
 	uplinks []uplink.Uplink
 	fwds    []*pipeline.Forwarder
-	logs    []*ingest.LogTail
-	ready   chan struct{} // closed when every input subscribed
+	closers []interface{ Close() } // log, http and health sources
+	ingest  *http.ServeMux         // the HTTP inputs, served by the local API
+	ready   chan struct{}          // closed when every input subscribed
 
 	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
 	status   *agentStatus  // the API's view of this generation
@@ -177,6 +192,8 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 			pin.MaxPayload = in.MQTT.MaxPayload
 		case in.Log != nil:
 			pin.MaxPayload = in.Log.MaxLineBytes
+		case in.HTTP != nil:
+			pin.MaxPayload = int(in.HTTP.MaxBody)
 		}
 		g.inputs = append(g.inputs, pin)
 		inputIndex[in.Name] = i
@@ -236,8 +253,8 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	var srcCtx context.Context
 	srcCtx, g.stopSources = context.WithCancel(context.Background())
 	for i, in := range cfg.Inputs {
-		if in.Log != nil {
-			if err := g.startLog(srcCtx, i, in); err != nil {
+		if in.Log != nil || in.HTTP != nil || in.Health != nil {
+			if err := g.startOther(srcCtx, i, in, srv); err != nil {
 				return nil, err
 			}
 			g.sources = append(g.sources, nil)
@@ -296,8 +313,8 @@ func (g *generation) stop() error {
 			s.Close()
 		}
 	}
-	for _, l := range g.logs {
-		l.Close()
+	for _, c := range g.closers {
+		c.Close()
 	}
 	if g.buf != nil && g.pipeDone != nil {
 		drainUplinks(g.buf, g.cfg.ShutdownTimeout, g.log)
@@ -332,22 +349,43 @@ func (g *generation) logTotals() {
 	}
 }
 
-// startLog starts a log-file input; it resumes from the positions the last
-// commits saved.
-func (g *generation) startLog(ctx context.Context, i int, in config.Input) error {
-	l := in.Log
-	start, _ := ingest.ParseStart(l.Start) // validated
-	lt, err := ingest.NewLogTail(ingest.LogTailOptions{
-		Input: i, Name: in.Name, Paths: l.Paths, Start: start,
-		LoadPositions: g.p.LoadPositions, Multiline: l.Multiline, MultilineWait: l.MultilineWait,
-		MaxLineBytes: l.MaxLineBytes, PollInterval: l.PollInterval, RotateWait: l.RotateWait, Logger: g.log,
-	})
-	if err != nil {
+// startOther starts a log-file, HTTP or health input. A log input resumes
+// from the positions the last commits saved; HTTP inputs are served on the
+// local API's listener.
+func (g *generation) startOther(ctx context.Context, i int, in config.Input, srv *api.Server) error {
+	var src interface {
+		Start(context.Context, chan<- ingest.Message) error
+		Close()
+	}
+	switch {
+	case in.Log != nil:
+		l := in.Log
+		start, _ := ingest.ParseStart(l.Start) // validated
+		lt, err := ingest.NewLogTail(ingest.LogTailOptions{
+			Input: i, Name: in.Name, Paths: l.Paths, Start: start,
+			LoadPositions: g.p.LoadPositions, Multiline: l.Multiline, MultilineWait: l.MultilineWait,
+			MaxLineBytes: l.MaxLineBytes, PollInterval: l.PollInterval, RotateWait: l.RotateWait, Logger: g.log,
+		})
+		if err != nil {
+			return fmt.Errorf("input %s: %w", in.Name, err)
+		}
+		src = lt
+	case in.HTTP != nil:
+		if srv == nil {
+			return fmt.Errorf("input %s: an http input needs the local API", in.Name)
+		}
+		h := ingest.NewHTTP(ingest.HTTPOptions{Input: i, Name: in.Name, MaxBody: int64(in.HTTP.MaxBody), AckTimeout: in.HTTP.AckTimeout, Logger: g.log})
+		if g.ingest == nil {
+			g.ingest = http.NewServeMux()
+		}
+		g.ingest.Handle(h.Path(), h)
+		src = h
+	case in.Health != nil:
+		src = ingest.NewHealth(ingest.HealthOptions{Input: i, Name: in.Name, Interval: in.Health.Interval, DiskPath: in.Health.DiskPath, Logger: g.log})
+	}
+	if err := src.Start(ctx, g.p.In()); err != nil {
 		return fmt.Errorf("input %s: %w", in.Name, err)
 	}
-	if err := lt.Start(ctx, g.p.In()); err != nil {
-		return fmt.Errorf("input %s: %w", in.Name, err)
-	}
-	g.logs = append(g.logs, lt)
+	g.closers = append(g.closers, src)
 	return nil
 }

@@ -22,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/metrics"
@@ -53,6 +54,7 @@ type Server struct {
 	outs    *outputs
 	stream  *hub
 	uiFiles http.Handler
+	ingestH atomic.Pointer[http.Handler] // POST /ingest/<input>
 
 	mu      sync.Mutex
 	srv     *http.Server
@@ -154,6 +156,7 @@ func (s *Server) Handler() http.Handler {
 	auth("GET /api/v1/rules", s.rules)
 	auth("GET /api/v1/deadletters", s.deadLetters)
 	auth("GET /api/v1/stream", s.streamOutputs)
+	auth("POST /ingest/", s.ingest)
 	open("GET /", s.ui)
 	return mux
 }
@@ -250,4 +253,23 @@ func (s *Server) sampleLoop(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// SetIngest sets the handler of POST /ingest/<input> (the HTTP inputs of
+// the running config); nil answers 404. Safe to call while serving.
+func (s *Server) SetIngest(h http.Handler) {
+	if h == nil {
+		s.ingestH.Store(nil)
+		return
+	}
+	s.ingestH.Store(&h)
+}
+
+func (s *Server) ingest(w http.ResponseWriter, r *http.Request) {
+	h := s.ingestH.Load()
+	if h == nil {
+		http.NotFound(w, r)
+		return
+	}
+	(*h).ServeHTTP(w, r)
 }

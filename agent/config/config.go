@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/sluiceio/sluice/agent/ingest"
 )
 
 // Config is the whole agent configuration.
@@ -55,9 +57,11 @@ type Broker struct {
 
 // Input is one source of records.
 type Input struct {
-	Name string     `yaml:"name"`
-	MQTT *MQTTInput `yaml:"mqtt"` // one source: mqtt or log (input.go)
-	Log  *LogInput  `yaml:"log"`
+	Name   string       `yaml:"name"`
+	MQTT   *MQTTInput   `yaml:"mqtt"` // one source: mqtt or log (input.go)
+	Log    *LogInput    `yaml:"log"`
+	HTTP   *HTTPInput   `yaml:"http"`
+	Health *HealthInput `yaml:"health"`
 
 	// Format decodes payloads: json (default), csv, logfmt, regex, influx,
 	// number; the settings below belong to some of them.
@@ -232,6 +236,22 @@ func (c *Config) setDefaults() {
 		}
 		if in.Log != nil {
 			setLogDefaults(in.Log)
+		}
+		if h := in.HTTP; h != nil {
+			if h.MaxBody <= 0 {
+				h.MaxBody = ingest.DefaultHTTPMaxBody
+			}
+			if h.AckTimeout <= 0 {
+				h.AckTimeout = 30 * time.Second
+			}
+		}
+		if h := in.Health; h != nil {
+			if h.Interval <= 0 {
+				h.Interval = 10 * time.Second
+			}
+			if h.DiskPath == "" {
+				h.DiskPath = c.DataDir
+			}
 		}
 		if m := in.MQTT; m != nil {
 			if m.QoS == nil {

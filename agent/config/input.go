@@ -20,6 +20,20 @@ type LogInput struct {
 	RotateWait    time.Duration `yaml:"rotate_wait"`    // how long a rotated-away file is still read; default 5s
 }
 
+// HTTPInput accepts POST /ingest/<input name> on the local API's listener:
+// one JSON object or NDJSON; the 202 comes after the commit.
+type HTTPInput struct {
+	MaxBody    ByteSize      `yaml:"max_body"`    // default 1MiB; larger bodies get 413
+	AckTimeout time.Duration `yaml:"ack_timeout"` // default 30s; then 503
+}
+
+// HealthInput emits the gateway's own health (CPU, memory, disk,
+// temperature) as a record every interval.
+type HealthInput struct {
+	Interval time.Duration `yaml:"interval"`  // default 10s
+	DiskPath string        `yaml:"disk_path"` // default the data dir
+}
+
 // CSVFormat configures the csv decoder.
 type CSVFormat struct {
 	Header    []string `yaml:"header"`
@@ -41,11 +55,17 @@ func (in *Input) DecoderOptions() ingest.DecoderOptions {
 // validateInputSource checks the source of one input (exactly one of mqtt
 // and log) and its format.
 func validateInputSource(p string, in *Input, add func(path, format string, args ...any)) {
+	sources := 0
+	for _, set := range []bool{in.MQTT != nil, in.Log != nil, in.HTTP != nil, in.Health != nil} {
+		if set {
+			sources++
+		}
+	}
 	switch {
-	case in.MQTT != nil && in.Log != nil:
-		add(p, "set one source: mqtt or log, not both")
-	case in.MQTT == nil && in.Log == nil:
-		add(p, "needs a source: mqtt or log")
+	case sources > 1:
+		add(p, "set one source: mqtt, log, http or health")
+	case sources == 0:
+		add(p, "needs a source: mqtt, log, http or health")
 	}
 	if in.CSV != nil && len(in.CSV.Delimiter) > 1 {
 		add(p+".csv.delimiter", "must be one character, got %q", in.CSV.Delimiter)

@@ -43,6 +43,9 @@ func (c *Config) validate(wordBits int) Errors {
 		p := fmt.Sprintf("inputs[%d]", i)
 		checkName(p+".name", in.Name, inputs)
 		validateInputSource(p, &in, add)
+		if in.HTTP != nil && c.API.Disabled {
+			add(p+".http", "needs the local API (api.disabled is true)")
+		}
 		if in.MQTT == nil {
 			continue
 		}

@@ -361,11 +361,13 @@ func (p *Pipeline) handle(m ingest.Message) {
 				return
 			}
 		}
-		var k [2]byte
-		var v [8]byte
-		binary.BigEndian.PutUint16(k[:], m.PacketID)
-		binary.BigEndian.PutUint64(v[:], h)
-		in.pending = append(in.pending, buffer.KV{Key: append([]byte(nil), k[:]...), Value: append([]byte(nil), v[:]...)})
+		if m.PacketID != 0 { // 0: not MQTT, nothing is redelivered by packet id
+			var k [2]byte
+			var v [8]byte
+			binary.BigEndian.PutUint16(k[:], m.PacketID)
+			binary.BigEndian.PutUint64(v[:], h)
+			in.pending = append(in.pending, buffer.KV{Key: append([]byte(nil), k[:]...), Value: append([]byte(nil), v[:]...)})
+		}
 	}
 	if in.MaxPayload > 0 && len(m.Payload) > in.MaxPayload {
 		p.deadLetter(in, m, fmt.Sprintf("payload of %d bytes exceeds max_payload %d", len(m.Payload), in.MaxPayload))

@@ -58,6 +58,9 @@ func TestRemoteConfigPushWhileRunning(t *testing.T) {
 		t.Fatalf("push %d: %s", code, out)
 	}
 	f2 := publish(t, r.broker.URL, 10, 1000, 0, nil)
+	if err := r.agent.lines.Wait("config applied in place", 10*time.Second); err != nil {
+		t.Errorf("the agent did not swap in place: %v", err)
+	}
 	for dev, n := range f2.count {
 		f1.count[dev] += n
 		f1.sum[dev] += f2.sum[dev]

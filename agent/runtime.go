@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -78,6 +79,15 @@ func (a *agent) Apply(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	old := a.current()
+	if sameFoundation(old.cfg, cfg) {
+		err := old.reconfigure(cfg)
+		if err == nil {
+			a.setCurrent(old)
+			a.log.Info("config applied in place", "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks))
+			return nil
+		}
+		a.log.Warn("applying the config in place failed; restarting the pipeline", "err", err)
+	}
 	// Rules that go away or change shape cannot hand their open windows to
 	// the new config: emit what they hold now rather than lose it.
 	old.p.FlushOnStop(changedRules(old.cfg, cfg))
@@ -120,18 +130,29 @@ func (a *agent) Flush(ctx context.Context) error { return a.current().p.Flush(ct
 // generation is one running configuration: buffer, pipeline, forwarders and
 // sources, started and stopped together.
 type generation struct {
-	cfg     *config.Config
-	log     *slog.Logger
-	buf     *buffer.Buffer
-	p       *pipeline.Pipeline
-	inputs  []*pipeline.Input
-	rules   []*pipeline.Rule
-	sources []*ingest.MQTT
-	uplinks []uplink.Uplink
-	fwds    []*pipeline.Forwarder
-	closers []interface{ Close() } // log, http and health sources
-	ingest  *http.ServeMux         // the HTTP inputs, served by the local API
-	ready   chan struct{}          // closed when every input subscribed
+	cfg        *config.Config
+	log        *slog.Logger
+	buf        *buffer.Buffer
+	p          *pipeline.Pipeline
+	inputs     []*pipeline.Input
+	rules      []*pipeline.Rule
+	sources    []*ingest.MQTT
+	uplinks    []uplink.Uplink
+	fwds       []*pipeline.Forwarder
+	closers    map[int]interface{ Close() } // log, http and health sources by input index
+	httpIns    map[int]*ingest.HTTP         // HTTP inputs by index, served by the local API
+	ingest     *http.ServeMux               // built from httpIns
+	srcStop    map[int]context.CancelFunc   // each input's own stop
+	fwdStop    map[string]func()            // each uplink's forwarder: stop and wait
+	upIndex    map[string]int               // uplink name → index in uplinks and fwds
+	srcCtx     context.Context              // parent of the inputs' contexts
+	fwdCtx     context.Context              // parent of the forwarders' contexts
+	srv        *api.Server                  // the local API, or nil
+	started    time.Time                    // the agent's start, for the API
+	inIndex    map[string]int               // input name → pipeline input index (stable across swaps)
+	hooks      agentHooks
+	cfgUplinks []config.Uplink // the uplinks running now (cfg may be newer mid-swap)
+	ready      chan struct{}   // closed when every input subscribed
 
 	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
 	status   *agentStatus  // the API's view of this generation
@@ -149,7 +170,9 @@ type generation struct {
 //
 // srv, when not nil, is the local API fed by this generation's hooks.
 func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv *api.Server, started time.Time) (_ *generation, err error) {
-	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}),
+	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}), srv: srv, hooks: hooks, started: started, inIndex: map[string]int{},
+		closers: map[int]interface{ Close() }{}, httpIns: map[int]*ingest.HTTP{}, srcStop: map[int]context.CancelFunc{},
+		fwdStop: map[string]func(){}, upIndex: map[string]int{},
 		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}}
 	defer func() {
 		if err != nil {
@@ -197,6 +220,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		}
 		g.inputs = append(g.inputs, pin)
 		inputIndex[in.Name] = i
+		g.inIndex[in.Name] = i
 	}
 	for _, r := range cfg.Rules {
 		plan, err := rules.Compile(r.Spec())
@@ -224,25 +248,12 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		return nil, err
 	}
 
-	var fwdCtx context.Context
-	fwdCtx, g.stopForwarders = context.WithCancel(context.Background())
+	g.fwdCtx, g.stopForwarders = context.WithCancel(context.Background())
+	g.cfgUplinks = cfg.Uplinks
 	for _, u := range cfg.Uplinks {
-		up, ok := hooks.uplinks[u.Name]
-		if !ok {
-			if up, err = newUplink(cfg, u, log); err != nil {
-				return nil, err
-			}
+		if err := g.startUplink(u); err != nil {
+			return nil, err
 		}
-		g.uplinks = append(g.uplinks, up)
-		f := newForwarder(g.buf, up, u, log, pipeline.WithOnAck(ackHook(srv, u.Name)))
-		g.fwds = append(g.fwds, f)
-		g.fwdWG.Add(1)
-		go func() {
-			defer g.fwdWG.Done()
-			if err := f.Run(fwdCtx); err != nil {
-				log.Error("forwarder stopped", "uplink", u.Name, "err", err)
-			}
-		}()
 	}
 
 	var pipeCtx context.Context
@@ -250,32 +261,13 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	g.pipeDone = make(chan error, 1)
 	go func() { g.pipeDone <- g.p.Run(pipeCtx) }()
 
-	var srcCtx context.Context
-	srcCtx, g.stopSources = context.WithCancel(context.Background())
+	g.srcCtx, g.stopSources = context.WithCancel(context.Background())
 	for i, in := range cfg.Inputs {
-		if in.Log != nil || in.HTTP != nil || in.Health != nil {
-			if err := g.startOther(srcCtx, i, in, srv); err != nil {
-				return nil, err
-			}
-			g.sources = append(g.sources, nil)
-			continue
+		if err := g.startInput(i, in); err != nil {
+			return nil, err
 		}
-		m := in.MQTT
-		password, err := secret(m.PasswordFile, m.PasswordEnv)
-		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", in.Name, err)
-		}
-		src := ingest.NewMQTT(ingest.MQTTOptions{
-			Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
-			Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
-			ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: log,
-		})
-		src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
-		if err := src.Start(srcCtx, g.p.In()); err != nil {
-			log.Warn("input not connected yet; retrying in the background", "input", in.Name, "err", err)
-		}
-		g.sources = append(g.sources, src)
 	}
+	g.rebuildIngest()
 	g.status = newAgentStatus(cfg, started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
 	go func() {
 		for _, s := range g.sources {
@@ -284,7 +276,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 			}
 			select {
 			case <-s.Subscribed():
-			case <-srcCtx.Done():
+			case <-g.srcCtx.Done():
 				return
 			}
 		}
@@ -316,13 +308,16 @@ func (g *generation) stop() error {
 	for _, c := range g.closers {
 		c.Close()
 	}
+	g.closers = nil
 	if g.buf != nil && g.pipeDone != nil {
 		drainUplinks(g.buf, g.cfg.ShutdownTimeout, g.log)
 	}
 	g.stopForwarders()
 	g.fwdWG.Wait()
 	for _, u := range g.uplinks {
-		u.Close()
+		if u != nil {
+			u.Close()
+		}
 	}
 	g.logTotals()
 	if g.buf != nil {
@@ -352,7 +347,8 @@ func (g *generation) logTotals() {
 // startOther starts a log-file, HTTP or health input. A log input resumes
 // from the positions the last commits saved; HTTP inputs are served on the
 // local API's listener.
-func (g *generation) startOther(ctx context.Context, i int, in config.Input, srv *api.Server) error {
+func (g *generation) startOther(ctx context.Context, i int, in config.Input) error {
+	srv := g.srv
 	var src interface {
 		Start(context.Context, chan<- ingest.Message) error
 		Close()
@@ -375,10 +371,7 @@ func (g *generation) startOther(ctx context.Context, i int, in config.Input, srv
 			return fmt.Errorf("input %s: an http input needs the local API", in.Name)
 		}
 		h := ingest.NewHTTP(ingest.HTTPOptions{Input: i, Name: in.Name, MaxBody: int64(in.HTTP.MaxBody), AckTimeout: in.HTTP.AckTimeout, Logger: g.log})
-		if g.ingest == nil {
-			g.ingest = http.NewServeMux()
-		}
-		g.ingest.Handle(h.Path(), h)
+		g.httpIns[i] = h
 		src = h
 	case in.Health != nil:
 		src = ingest.NewHealth(ingest.HealthOptions{Input: i, Name: in.Name, Interval: in.Health.Interval, DiskPath: in.Health.DiskPath, Logger: g.log})
@@ -386,6 +379,239 @@ func (g *generation) startOther(ctx context.Context, i int, in config.Input, srv
 	if err := src.Start(ctx, g.p.In()); err != nil {
 		return fmt.Errorf("input %s: %w", in.Name, err)
 	}
-	g.closers = append(g.closers, src)
+	g.closers[i] = src
 	return nil
+}
+
+// startInput starts input i with its own context, so that a config swap can
+// stop it alone.
+func (g *generation) startInput(i int, in config.Input) error {
+	ctx, cancel := context.WithCancel(g.srcCtx)
+	g.srcStop[i] = cancel
+	for len(g.sources) <= i {
+		g.sources = append(g.sources, nil)
+	}
+	if in.MQTT == nil {
+		return g.startOther(ctx, i, in)
+	}
+	m := in.MQTT
+	password, err := secret(m.PasswordFile, m.PasswordEnv)
+	if err != nil {
+		return fmt.Errorf("input %s: %w", in.Name, err)
+	}
+	src := ingest.NewMQTT(ingest.MQTTOptions{
+		Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
+		Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
+		ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: g.log,
+	})
+	src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
+	if err := src.Start(ctx, g.p.In()); err != nil {
+		g.log.Warn("input not connected yet; retrying in the background", "input", in.Name, "err", err)
+	}
+	g.sources[i] = src
+	return nil
+}
+
+// stopInput stops input i: its source sends nothing more once this returns.
+func (g *generation) stopInput(i int) {
+	if cancel := g.srcStop[i]; cancel != nil {
+		cancel()
+	}
+	if i < len(g.sources) && g.sources[i] != nil {
+		g.sources[i].Close()
+		g.sources[i] = nil
+	}
+	if c := g.closers[i]; c != nil {
+		c.Close()
+		delete(g.closers, i)
+	}
+	delete(g.httpIns, i)
+}
+
+// rebuildIngest routes POST /ingest/<name> to the running HTTP inputs.
+func (g *generation) rebuildIngest() {
+	g.ingest = nil
+	for _, h := range g.httpIns {
+		if g.ingest == nil {
+			g.ingest = http.NewServeMux()
+		}
+		g.ingest.Handle(h.Path(), h)
+	}
+}
+
+// startUplink builds the uplink and runs its forwarder with its own context.
+func (g *generation) startUplink(u config.Uplink) error {
+	up, ok := g.hooks.uplinks[u.Name]
+	if !ok {
+		var err error
+		if up, err = newUplink(g.cfg, u, g.log); err != nil {
+			return err
+		}
+	}
+	f := newForwarder(g.buf, up, u, g.log, pipeline.WithOnAck(ackHook(g.srv, u.Name)))
+	g.upIndex[u.Name] = len(g.uplinks)
+	g.uplinks = append(g.uplinks, up)
+	g.fwds = append(g.fwds, f)
+	ctx, cancel := context.WithCancel(g.fwdCtx)
+	done := make(chan struct{})
+	g.fwdWG.Add(1)
+	go func() {
+		defer g.fwdWG.Done()
+		defer close(done)
+		if err := f.Run(ctx); err != nil {
+			g.log.Error("forwarder stopped", "uplink", u.Name, "err", err)
+		}
+	}()
+	g.fwdStop[u.Name] = func() { cancel(); <-done; up.Close() }
+	return nil
+}
+
+// sameFoundation reports whether next differs from cur only in inputs, rules
+// and uplinks, which a running generation can swap in place. A change of
+// gateway, data dir, buffer, tags, broker, API or limits restarts it.
+func sameFoundation(cur, next *config.Config) bool {
+	return cur.Gateway == next.Gateway && cur.DataDir == next.DataDir &&
+		reflect.DeepEqual(cur.Tags, next.Tags) && reflect.DeepEqual(cur.Buffer, next.Buffer) &&
+		reflect.DeepEqual(cur.Broker, next.Broker) && reflect.DeepEqual(cur.API, next.API) &&
+		reflect.DeepEqual(cur.Limits, next.Limits) && cur.ShutdownTimeout == next.ShutdownTimeout
+}
+
+// reconfigure swaps in next's inputs, rules and uplinks without stopping
+// what did not change: unchanged inputs keep their connections, unchanged
+// rules their in-memory windows, unchanged uplinks their forwarders. New and
+// changed parts are built (and rules compiled) before anything is touched;
+// then removed and changed inputs stop, the pipeline swaps its rule set at a
+// message boundary (emitting the windows of removed or changed rules), and
+// the new inputs and uplinks start.
+func (g *generation) reconfigure(next *config.Config) error {
+	oldInputs := map[string]config.Input{}
+	for _, in := range g.cfg.Inputs {
+		oldInputs[in.Name] = in
+	}
+	inputs := append([]*pipeline.Input(nil), g.inputs...)
+	index := map[string]int{}
+	type startReq struct {
+		i  int
+		in config.Input
+	}
+	var starts []startReq
+	for _, in := range next.Inputs {
+		if i, ok := g.inIndex[in.Name]; ok && reflect.DeepEqual(oldInputs[in.Name], in) {
+			index[in.Name] = i
+			continue
+		}
+		pin, err := newPipelineInput(in)
+		if err != nil {
+			return err
+		}
+		index[in.Name] = len(inputs)
+		starts = append(starts, startReq{len(inputs), in})
+		inputs = append(inputs, pin)
+	}
+	var stops []int
+	for name, i := range g.inIndex {
+		if j, ok := index[name]; !ok || j != i {
+			stops = append(stops, i)
+		}
+	}
+
+	oldRules := map[string]*pipeline.Rule{}
+	for _, r := range g.rules {
+		oldRules[r.Plan.Name()] = r
+	}
+	changed := changedRules(g.cfg, next)
+	var rs, restore []*pipeline.Rule
+	for _, r := range next.Rules {
+		prio := buffer.PriorityNormal
+		if r.HighPriority() {
+			prio = buffer.PriorityHigh
+		}
+		if old, ok := oldRules[r.Name]; ok && !slices.Contains(changed, r.Name) {
+			rs = append(rs, &pipeline.Rule{Plan: old.Plan, Input: index[r.From], To: r.To, Priority: prio})
+			continue
+		}
+		plan, err := rules.Compile(r.Spec())
+		if err != nil {
+			return err
+		}
+		nr := &pipeline.Rule{Plan: plan, Input: index[r.From], To: r.To, Priority: prio}
+		rs = append(rs, nr)
+		restore = append(restore, nr)
+	}
+
+	for _, i := range stops {
+		g.stopInput(i)
+	}
+	if err := g.p.Reconfigure(context.Background(), inputs, rs, changed, restore); err != nil {
+		return err
+	}
+	g.cfg, g.inputs, g.rules, g.inIndex = next, inputs, rs, index
+	g.counters.setRules(rs)
+	for _, s := range starts {
+		if err := g.startInput(s.i, s.in); err != nil {
+			return err
+		}
+	}
+	g.rebuildIngest()
+
+	oldUplinks := map[string]config.Uplink{}
+	for _, u := range g.cfgUplinks {
+		oldUplinks[u.Name] = u
+	}
+	keep := map[string]bool{}
+	for _, u := range next.Uplinks {
+		if old, ok := oldUplinks[u.Name]; ok && reflect.DeepEqual(old, u) {
+			keep[u.Name] = true
+		}
+	}
+	var ups []uplink.Uplink
+	var fwds []*pipeline.Forwarder
+	for name, i := range g.upIndex {
+		if keep[name] {
+			continue
+		}
+		g.fwdStop[name]()
+		delete(g.fwdStop, name)
+		g.uplinks[i], g.fwds[i] = nil, nil
+	}
+	idx := map[string]int{}
+	for name, i := range g.upIndex {
+		if g.uplinks[i] != nil {
+			idx[name] = len(ups)
+			ups = append(ups, g.uplinks[i])
+			fwds = append(fwds, g.fwds[i])
+		}
+	}
+	g.uplinks, g.fwds, g.upIndex = ups, fwds, idx
+	names := make([]string, len(next.Uplinks))
+	for i, u := range next.Uplinks {
+		names[i] = u.Name
+		if !keep[u.Name] {
+			if err := g.startUplink(u); err != nil {
+				return err
+			}
+		}
+	}
+	g.buf.SetUplinks(names)
+	g.cfgUplinks = next.Uplinks
+	g.status = newAgentStatus(next, g.started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
+	return nil
+}
+
+// newPipelineInput builds the input stage of one configured input.
+func newPipelineInput(in config.Input) (*pipeline.Input, error) {
+	dec, err := ingest.NewDecoder(in.Format, in.DecoderOptions())
+	if err != nil {
+		return nil, fmt.Errorf("input %s: %w", in.Name, err)
+	}
+	pin := &pipeline.Input{Name: in.Name, Decoder: dec}
+	switch {
+	case in.MQTT != nil:
+		pin.MaxPayload = in.MQTT.MaxPayload
+	case in.Log != nil:
+		pin.MaxPayload = in.Log.MaxLineBytes
+	case in.HTTP != nil:
+		pin.MaxPayload = int(in.HTTP.MaxBody)
+	}
+	return pin, nil
 }

@@ -55,8 +55,16 @@ func TestApplySwapsConfigWithoutLoss(t *testing.T) {
 	<-a.current().ready
 
 	f1 := publish(t, r.broker.URL, 10, 1000, 0, nil)
+	src, fwd, gen := a.current().sources[0], a.current().fwds[0], a.current()
 	if err := a.Apply(withRules("added")); err != nil {
 		t.Fatal(err)
+	}
+	// Only rules changed: the input and the uplink kept running as they were.
+	if a.current() != gen || a.current().sources[0] != src || a.current().fwds[0] != fwd {
+		t.Error("the swap restarted an unchanged input or uplink")
+	}
+	if n := src.Connects.Load(); n != 1 {
+		t.Errorf("the unchanged input connected %d times, want 1", n)
 	}
 	<-a.current().ready
 	f2 := publish(t, r.broker.URL, 10, 1000, 0, nil)
@@ -84,4 +92,53 @@ func TestApplySwapsConfigWithoutLoss(t *testing.T) {
 			t.Fatalf("%s: published %d", dev, got)
 		}
 	}
+}
+
+// TestApplyChangedInputAndUplink swaps in a config whose input subscribes to
+// one more topic and whose uplink has another batch size: both are replaced,
+// the rule keeps its windows, and every message is counted once.
+func TestApplyChangedInputAndUplink(t *testing.T) {
+	r := newRig(t)
+	base, _ := os.ReadFile(r.config)
+	c1, err := config.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc2 := strings.Replace(string(base), "topics: [sensors/+/telemetry]", "topics: [sensors/+/telemetry, other/#]", 1)
+	doc2 = strings.Replace(doc2, "subject: telemetry.{gateway}.{rule}", "subject: telemetry.{gateway}.{rule}\n      batch_size: 50", 1)
+	c2, err := config.Parse([]byte(doc2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logf, _ := os.Create(filepath.Join(r.dir, "agent.log"))
+	defer logf.Close()
+	a := &agent{log: slog.New(slog.NewTextHandler(logf, nil))}
+	if err := a.start(c1); err != nil {
+		t.Fatal(err)
+	}
+	defer a.stop()
+	<-a.current().ready
+	src, fwd := a.current().sources[0], a.current().fwds[0]
+	f1 := publish(t, r.broker.URL, 10, 1000, 0, nil)
+	if err := a.Apply(c2); err != nil {
+		t.Fatal(err)
+	}
+	g := a.current()
+	if g.sources[0] != nil || g.fwds[0] == fwd || len(g.fwds) != 1 {
+		t.Errorf("changed input or uplink not replaced")
+	}
+	if src.Connected() {
+		t.Error("the replaced input is still connected")
+	}
+	f2 := publish(t, r.broker.URL, 10, 1000, 0, nil)
+	if got, err := r.collector.WaitSum("n", 2000, 30*time.Second); err != nil {
+		t.Fatalf("%v (got %v)", err, got)
+	}
+	for dev, n := range f2.count {
+		f1.count[dev] += n
+		f1.sum[dev] += f2.sum[dev]
+		f1.max[dev] = max(f1.max[dev], f2.max[dev])
+	}
+	time.Sleep(1500 * time.Millisecond) // a double count would show within a window
+	r.check(f1, 2000)
 }

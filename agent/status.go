@@ -158,6 +158,16 @@ func newRuleCounters(rs []*pipeline.Rule) *ruleCounters {
 	return c
 }
 
+// setRules replaces the rules counted (after a config swap).
+func (c *ruleCounters) setRules(rs []*pipeline.Rule) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rules, c.stats = rs, make([]api.Rule, len(rs))
+	for i, r := range rs {
+		c.stats[i].Name = r.Plan.Name()
+	}
+}
+
 // copy takes the plans' counters. Call it only on the pipeline's goroutine
 // or while the pipeline is not running.
 func (c *ruleCounters) copy() {

@@ -804,6 +804,15 @@ func (b *Buffer) Ack(uplink string, pos Position) error {
 	return nil
 }
 
+// SetUplinks replaces the names of the uplinks that read the buffer (a
+// config swap added or removed some). Entries are deleted once all of them
+// acknowledged; a removed uplink no longer holds entries back.
+func (b *Buffer) SetUplinks(names []string) {
+	b.wmu.Lock()
+	defer b.wmu.Unlock()
+	b.opts.Uplinks = append([]string(nil), names...)
+}
+
 // Records returns the number of queued entries.
 func (b *Buffer) Records() int64 {
 	b.wmu.Lock()

@@ -101,6 +101,7 @@ type Pipeline struct {
 
 	in     chan ingest.Message
 	flushq chan flushReq
+	reconf chan reconfReq
 
 	// Pending work of the next commit.
 	rec       rules.Record
@@ -145,7 +146,7 @@ func New(buf *buffer.Buffer, inputs []*Input, rs []*Rule, opts Options) *Pipelin
 		opts.TickInterval = 100 * time.Millisecond
 	}
 	p := &Pipeline{opts: opts, buf: buf, inputs: inputs, rules: rs, log: opts.Logger,
-		in: make(chan ingest.Message, 4096), flushq: make(chan flushReq), byIn: make([][]*Rule, len(inputs))}
+		in: make(chan ingest.Message, 4096), flushq: make(chan flushReq), reconf: make(chan reconfReq), byIn: make([][]*Rule, len(inputs))}
 	for _, r := range rs {
 		p.byIn[r.Input] = append(p.byIn[r.Input], r)
 	}
@@ -163,31 +164,45 @@ func dedupScope(input string) string { return "mqtt-redelivery/" + input }
 // changed) starts empty, with a warning.
 func (p *Pipeline) Restore() error {
 	for _, r := range p.rules {
-		if !r.Plan.Windowed() {
-			continue
-		}
-		kvs, err := p.buf.LoadState(ruleScope(r.Plan.Name()))
-		if err != nil {
+		if err := p.restoreRule(r); err != nil {
 			return err
-		}
-		entries := make([]rules.StateEntry, len(kvs))
-		for i, kv := range kvs {
-			entries[i] = rules.StateEntry{Key: string(kv.Key), Value: kv.Value}
-		}
-		if err := r.Plan.Restore(entries); err != nil {
-			p.log.Warn("rule state partly restored", "rule", r.Plan.Name(), "err", err)
 		}
 	}
 	for _, in := range p.inputs {
-		kvs, err := p.buf.LoadState(dedupScope(in.Name))
-		if err != nil {
+		if err := p.restoreInput(in); err != nil {
 			return err
 		}
-		in.committed = make(map[uint16]uint64, len(kvs))
-		for _, kv := range kvs {
-			if len(kv.Key) == 2 && len(kv.Value) == 8 {
-				in.committed[binary.BigEndian.Uint16(kv.Key)] = binary.BigEndian.Uint64(kv.Value)
-			}
+	}
+	return nil
+}
+
+func (p *Pipeline) restoreRule(r *Rule) error {
+	if !r.Plan.Windowed() {
+		return nil
+	}
+	kvs, err := p.buf.LoadState(ruleScope(r.Plan.Name()))
+	if err != nil {
+		return err
+	}
+	entries := make([]rules.StateEntry, len(kvs))
+	for i, kv := range kvs {
+		entries[i] = rules.StateEntry{Key: string(kv.Key), Value: kv.Value}
+	}
+	if err := r.Plan.Restore(entries); err != nil {
+		p.log.Warn("rule state partly restored", "rule", r.Plan.Name(), "err", err)
+	}
+	return nil
+}
+
+func (p *Pipeline) restoreInput(in *Input) error {
+	kvs, err := p.buf.LoadState(dedupScope(in.Name))
+	if err != nil {
+		return err
+	}
+	in.committed = make(map[uint16]uint64, len(kvs))
+	for _, kv := range kvs {
+		if len(kv.Key) == 2 && len(kv.Value) == 8 {
+			in.committed[binary.BigEndian.Uint16(kv.Key)] = binary.BigEndian.Uint64(kv.Value)
 		}
 	}
 	return nil
@@ -243,6 +258,8 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		case <-timer.C:
 			armed = false
 			p.commit(ctx)
+		case req := <-p.reconf:
+			req.reply <- p.reconfigure(ctx, req)
 		case req := <-p.flushq:
 			for _, r := range p.rules {
 				if len(req.rules) == 0 || slices.Contains(req.rules, r.Plan.Name()) {
@@ -283,6 +300,64 @@ func (p *Pipeline) Run(ctx context.Context) error {
 // changes cannot carry their windows over. Call it before ending Run's
 // context.
 func (p *Pipeline) FlushOnStop(rules []string) { p.finalFlush.Store(&rules) }
+
+type reconfReq struct {
+	inputs  []*Input
+	rules   []*Rule
+	flush   []string // rules whose windows are emitted before the swap
+	restore []*Rule  // new rules whose saved state is loaded after it
+	reply   chan error
+}
+
+// Reconfigure swaps in new inputs and rules at a message boundary, without
+// stopping: queued messages are handled by the old rules, the windows of the
+// rules named in flush are emitted and committed, then the new sets take
+// over, and the rules in restore load their saved state. Rules and inputs
+// that did not change are passed again as the same objects and keep their
+// state. Message.Input indexes inputs: keep an unchanged input at its index.
+func (p *Pipeline) Reconfigure(ctx context.Context, inputs []*Input, rules []*Rule, flush []string, restore []*Rule) error {
+	reply := make(chan error, 1)
+	select {
+	case p.reconf <- reconfReq{inputs: inputs, rules: rules, flush: flush, restore: restore, reply: reply}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Pipeline) reconfigure(ctx context.Context, req reconfReq) error {
+	p.drain()
+	for _, r := range p.rules {
+		if slices.Contains(req.flush, r.Plan.Name()) {
+			p.outs = r.Plan.Flush(p.outs[:0])
+			p.addOutputs(r, p.outs)
+		}
+	}
+	p.commit(ctx)
+	p.inputs, p.rules = req.inputs, req.rules
+	p.byIn = make([][]*Rule, len(p.inputs))
+	for _, r := range p.rules {
+		p.byIn[r.Input] = append(p.byIn[r.Input], r)
+	}
+	for _, in := range p.inputs {
+		if in.committed == nil {
+			if err := p.restoreInput(in); err != nil {
+				return err
+			}
+		}
+	}
+	for _, r := range req.restore {
+		if err := p.restoreRule(r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 type flushReq struct {
 	rules []string

@@ -219,10 +219,20 @@ func temperature(i int) float64 { return float64((i*37)%900)/10 - 20 } // -20.0 
 // called with the number sent so far.
 func publish(t *testing.T, url string, devices, n int, rate float64, progress func(int)) *fleet {
 	t.Helper()
+	f, err := tryPublish(url, devices, n, rate, progress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// tryPublish is publish for goroutines other than the test's, which must
+// not call t.Fatal: it returns the error instead.
+func tryPublish(url string, devices, n int, rate float64, progress func(int)) (*fleet, error) {
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("e2e-pub-%d", time.Now().UnixNano())).SetAutoReconnect(true)
 	c := mqtt.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-		t.Fatalf("publisher connect: %v", tok.Error())
+		return nil, fmt.Errorf("publisher connect: %v", tok.Error())
 	}
 	defer c.Disconnect(100)
 	f := &fleet{devices: devices, sum: map[string]float64{}, max: map[string]float64{}, count: map[string]int{}}
@@ -249,10 +259,10 @@ func publish(t *testing.T, url string, devices, n int, rate float64, progress fu
 	}
 	for i, tok := range tokens {
 		if !tok.WaitTimeout(30*time.Second) || tok.Error() != nil {
-			t.Fatalf("publish %d not acked: %v", i, tok.Error())
+			return nil, fmt.Errorf("publish %d not acked: %v", i, tok.Error())
 		}
 	}
-	return f
+	return f, nil
 }
 
 // check compares the upstream summaries with what was sent: every count, the
@@ -340,9 +350,10 @@ func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 	var once sync.Once
 	var f *fleet
 	published := make(chan struct{})
+	var pubErr error
 	go func() {
 		defer close(published)
-		f = publish(t, r.broker.URL, 50, 10000, 2500, func(sent int) {
+		f, pubErr = tryPublish(r.broker.URL, 50, 10000, 2500, func(sent int) {
 			if sent == 4000 {
 				once.Do(func() { close(killAt) })
 			}
@@ -355,8 +366,8 @@ func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 	agent.kill(t)
 	r.startAgent() // same data dir, same client id: the broker redelivers
 	<-published
-	if t.Failed() {
-		return
+	if pubErr != nil {
+		t.Fatal(pubErr)
 	}
 	if got, err := r.collector.WaitSum("n", 10000, 60*time.Second); err != nil {
 		t.Fatalf("%v (got %v)", err, got)
@@ -434,13 +445,21 @@ func TestDiskFullAgentHoldsInputsAndRecovers(t *testing.T) {
 	fill, _ := os.Create(filler)
 	fill.Write(make([]byte, 4<<20)) // fails at ENOSPC: that is the point
 	fill.Close()
-	done := make(chan *fleet)
-	go func() { done <- publish(t, r.broker.URL, 10, 1000, 0, nil) }()
+	type result struct {
+		f   *fleet
+		err error
+	}
+	done := make(chan result)
+	go func() { f, err := tryPublish(r.broker.URL, 10, 1000, 0, nil); done <- result{f, err} }()
 	if err := agent.lines.Wait("commit failed", 30*time.Second); err != nil {
 		t.Fatalf("no commit failure reported on a full disk: %v", err)
 	}
 	os.Remove(filler)
-	f2 := <-done
+	res := <-done
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	f2 := res.f
 	for dev, n := range f2.count {
 		f.count[dev] += n
 		f.sum[dev] += f2.sum[dev]

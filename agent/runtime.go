@@ -388,8 +388,9 @@ func (g *generation) startOther(ctx context.Context, i int, in config.Input) err
 func (g *generation) startInput(i int, in config.Input) error {
 	ctx, cancel := context.WithCancel(g.srcCtx)
 	g.srcStop[i] = cancel
-	for len(g.sources) <= i {
-		g.sources = append(g.sources, nil)
+	if len(g.sources) <= i {
+		// A new slice: the API's status may be reading the old one.
+		g.sources = append(slices.Clone(g.sources), make([]*ingest.MQTT, i+1-len(g.sources))...)
 	}
 	if in.MQTT == nil {
 		return g.startOther(ctx, i, in)
@@ -419,6 +420,8 @@ func (g *generation) stopInput(i int) {
 	}
 	if i < len(g.sources) && g.sources[i] != nil {
 		g.sources[i].Close()
+		// Copy before writing: the API's status may be reading the old slice.
+		g.sources = slices.Clone(g.sources)
 		g.sources[i] = nil
 	}
 	if c := g.closers[i]; c != nil {
@@ -566,21 +569,17 @@ func (g *generation) reconfigure(next *config.Config) error {
 	}
 	var ups []uplink.Uplink
 	var fwds []*pipeline.Forwarder
-	for name, i := range g.upIndex {
-		if keep[name] {
-			continue
-		}
-		g.fwdStop[name]()
-		delete(g.fwdStop, name)
-		g.uplinks[i], g.fwds[i] = nil, nil
-	}
 	idx := map[string]int{}
 	for name, i := range g.upIndex {
-		if g.uplinks[i] != nil {
-			idx[name] = len(ups)
-			ups = append(ups, g.uplinks[i])
-			fwds = append(fwds, g.fwds[i])
+		if !keep[name] {
+			g.fwdStop[name]()
+			delete(g.fwdStop, name)
+			continue
 		}
+		// New slices: the API's status may be reading the old ones.
+		idx[name] = len(ups)
+		ups = append(ups, g.uplinks[i])
+		fwds = append(fwds, g.fwds[i])
 	}
 	g.uplinks, g.fwds, g.upIndex = ups, fwds, idx
 	names := make([]string, len(next.Uplinks))

@@ -205,18 +205,9 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 
 	inputIndex := map[string]int{}
 	for i, in := range cfg.Inputs {
-		dec, err := ingest.NewDecoder(in.Format, in.DecoderOptions())
+		pin, err := newPipelineInput(in)
 		if err != nil {
-			return nil, fmt.Errorf("input %s: %w", in.Name, err) // validated already
-		}
-		pin := &pipeline.Input{Name: in.Name, Decoder: dec}
-		switch {
-		case in.MQTT != nil:
-			pin.MaxPayload = in.MQTT.MaxPayload
-		case in.Log != nil:
-			pin.MaxPayload = in.Log.MaxLineBytes
-		case in.HTTP != nil:
-			pin.MaxPayload = int(in.HTTP.MaxBody)
+			return nil, err // validated already
 		}
 		g.inputs = append(g.inputs, pin)
 		inputIndex[in.Name] = i
@@ -604,6 +595,11 @@ func newPipelineInput(in config.Input) (*pipeline.Input, error) {
 		return nil, fmt.Errorf("input %s: %w", in.Name, err)
 	}
 	pin := &pipeline.Input{Name: in.Name, Decoder: dec}
+	if so := in.StageOptions(); so != nil {
+		if pin.Stage, err = ingest.NewStage(*so); err != nil {
+			return nil, fmt.Errorf("input %s: %w", in.Name, err)
+		}
+	}
 	switch {
 	case in.MQTT != nil:
 		pin.MaxPayload = in.MQTT.MaxPayload

@@ -70,6 +70,12 @@ type Input struct {
 	Pattern         string     `yaml:"pattern"`          // regex: named groups become fields
 	NumberField     string     `yaml:"number_field"`     // number: the field's name (default value)
 	InfluxPrecision string     `yaml:"influx_precision"` // influx: ns (default), us, ms, s
+
+	// The input stage after decoding (input.go): topic segments become
+	// fields, the schema is checked, tags are added. Failures are dead letters.
+	Topic  string            `yaml:"topic"` // e.g. sensors/{site}/{device}/telemetry
+	Schema []SchemaField     `yaml:"schema"`
+	Fields map[string]string `yaml:"fields"` // static fields added to every record
 }
 
 // MQTTInput subscribes to topics of an MQTT broker.

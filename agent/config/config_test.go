@@ -153,3 +153,23 @@ func TestBufferCapsAnd32BitLimit(t *testing.T) {
 		}
 	}
 }
+
+func TestInputStageConfig(t *testing.T) {
+	doc := strings.Replace(good, "      topics: [sensors/+/telemetry]", `      topics: [sensors/+/telemetry]
+    topic: "sensors/{device}/telemetry"
+    schema:
+      - {name: temperature, required: true, type: number, min: -40, max: 150}
+    fields: {site: plant-a}`, 1)
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := c.Inputs[0].StageOptions()
+	if so == nil || so.Topic != "sensors/{device}/telemetry" || len(so.Schema) != 1 || *so.Schema[0].Max != 150 || so.Tags["site"] != "plant-a" {
+		t.Fatalf("stage options %+v", so)
+	}
+	bad := strings.Replace(doc, "type: number", "type: date", 1)
+	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "inputs[0].schema") {
+		t.Errorf("bad schema type: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/sluiceio/sluice/agent/ingest"
@@ -32,6 +33,28 @@ type HTTPInput struct {
 type HealthInput struct {
 	Interval time.Duration `yaml:"interval"`  // default 10s
 	DiskPath string        `yaml:"disk_path"` // default the data dir
+}
+
+// SchemaField checks one field of an input's records.
+type SchemaField struct {
+	Name     string   `yaml:"name"`
+	Required bool     `yaml:"required"`
+	Type     string   `yaml:"type"` // number, string, bool
+	Min      *float64 `yaml:"min"`
+	Max      *float64 `yaml:"max"`
+	Enum     []string `yaml:"enum"`
+}
+
+// StageOptions returns the input stage's settings, or nil when it has none.
+func (in *Input) StageOptions() *ingest.StageOptions {
+	if in.Topic == "" && len(in.Schema) == 0 && len(in.Fields) == 0 {
+		return nil
+	}
+	o := &ingest.StageOptions{Topic: in.Topic, Tags: in.Fields}
+	for _, f := range in.Schema {
+		o.Schema = append(o.Schema, ingest.FieldSpec{Name: f.Name, Required: f.Required, Type: f.Type, Min: f.Min, Max: f.Max, Enum: f.Enum})
+	}
+	return o
 }
 
 // CSVFormat configures the csv decoder.
@@ -72,6 +95,15 @@ func validateInputSource(p string, in *Input, add func(path, format string, args
 	}
 	if _, err := ingest.NewDecoder(formatOr(in.Format), in.DecoderOptions()); err != nil {
 		add(p+".format", "%v", err)
+	}
+	if so := in.StageOptions(); so != nil {
+		if _, err := ingest.NewStage(*so); err != nil {
+			field := ".schema"
+			if strings.HasPrefix(err.Error(), "topic") {
+				field = ".topic"
+			}
+			add(p+field, "%v", err)
+		}
 	}
 	l := in.Log
 	if l == nil {

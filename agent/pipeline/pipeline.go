@@ -26,6 +26,7 @@ type Input struct {
 	Name       string
 	MaxPayload int            // bytes; 0: no limit
 	Decoder    ingest.Decoder // nil: JSON
+	Stage      *ingest.Stage  // topic fields, schema, static fields; nil: none
 
 	json ingest.JSONDecoder
 	// Redelivery record (DESIGN.md "Delivery guarantee" 2): packet id → hash
@@ -456,6 +457,9 @@ func (p *Pipeline) handle(m ingest.Message) {
 		err = in.Decoder.Decode(m.Payload, &p.rec)
 	} else {
 		err = in.json.Decode(m.Payload, &p.rec)
+	}
+	if err == nil && in.Stage != nil {
+		err = in.Stage.Apply(&p.rec)
 	}
 	if err != nil {
 		p.deadLetter(in, m, err.Error())

@@ -223,3 +223,25 @@ func TestPositionsAreSavedWithTheirCommit(t *testing.T) {
 		t.Fatalf("saved positions %q %v", kvs, err)
 	}
 }
+
+// TestStageFailuresAreDeadLetters checks that a record the input stage
+// rejects (schema) is counted, sampled with its reason, and still acked.
+func TestStageFailuresAreDeadLetters(t *testing.T) {
+	h := start(t, filepath.Join(t.TempDir(), "buf.db"))
+	defer h.stop()
+	min := -40.0
+	stage, err := ingest.NewStage(ingest.StageOptions{Schema: []ingest.FieldSpec{{Name: "t", Required: true, Type: "number", Min: &min}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.in.Stage = stage // before any message: Run reads it only when handling one
+	h.send(1, false, `{"device":"d"}`)
+	h.send(2, false, `{"device":"d","t":-50}`)
+	h.send(3, false, `{"device":"d","t":20}`)
+	if got := h.in.Stats.DeadLetters.Load(); got != 2 {
+		t.Fatalf("dead letters %d, want 2", got)
+	}
+	if dl := h.in.Stats.LastDeadLetter(); dl.Reason != "field t = -50 is out of range" || dl.Sample != `{"device":"d","t":-50}` {
+		t.Errorf("last dead letter %+v", dl)
+	}
+}

@@ -233,11 +233,13 @@ func (b *Buffer) open() error {
 
 func openDB(path string, timeout time.Duration, noSync bool) (db *bolt.DB, err error) {
 	defer func() {
-		// bbolt panics on some damaged files rather than returning an error.
+		// bbolt panics on some damaged files rather than returning an error,
+		// and reading a page past the end of a truncated file faults.
 		if r := recover(); r != nil {
 			db, err = nil, fmt.Errorf("open buffer %s: %v: %w", path, r, errCorrupt)
 		}
 	}()
+	defer setPanicOnFault()()
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout: timeout,
 		NoSync:  noSync,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -391,10 +392,16 @@ func (g *generation) startInput(i int, in config.Input) error {
 	if err != nil {
 		return fmt.Errorf("input %s: %w", in.Name, err)
 	}
+	var tlsCfg *tls.Config
+	if m.CAFile != "" || m.CertFile != "" {
+		if tlsCfg, err = ingest.TLSConfig(m.CAFile, m.CertFile, m.KeyFile); err != nil {
+			return fmt.Errorf("input %s: %w", in.Name, err)
+		}
+	}
 	src := ingest.NewMQTT(ingest.MQTTOptions{
 		Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
 		Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
-		ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, Logger: g.log,
+		ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, TLS: tlsCfg, Logger: g.log,
 	})
 	src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
 	if err := src.Start(ctx, g.p.In()); err != nil {

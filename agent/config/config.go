@@ -87,6 +87,9 @@ type MQTTInput struct {
 	Username     string        `yaml:"username"`
 	PasswordFile string        `yaml:"password_file"` // secrets come from files or env
 	PasswordEnv  string        `yaml:"password_env"`
+	CAFile       string        `yaml:"ca_file"`   // TLS (ssl://, tls://, mqtts://): CA of the broker; default system roots
+	CertFile     string        `yaml:"cert_file"` // TLS client certificate and its key
+	KeyFile      string        `yaml:"key_file"`
 	ReadCoalesce *Duration     `yaml:"read_coalesce"` // wait before a socket read; 0 turns it off
 	MaxPayload   int           `yaml:"max_payload"`   // bytes; larger payloads are dead letters
 	KeepAlive    time.Duration `yaml:"keep_alive"`

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -52,8 +53,11 @@ func (c *Config) validate(wordBits int) Errors {
 		m := in.MQTT
 		if u, err := url.Parse(m.URL); err != nil || u.Host == "" {
 			add(p+".mqtt.url", "%q is not a broker URL like tcp://127.0.0.1:1883", m.URL)
-		} else if u.Scheme != "tcp" && u.Scheme != "mqtt" {
-			add(p+".mqtt.url", "scheme %q is not supported (tcp, mqtt)", u.Scheme)
+		} else if !slices.Contains([]string{"tcp", "mqtt", "ssl", "tls", "mqtts"}, u.Scheme) {
+			add(p+".mqtt.url", "scheme %q is not supported (tcp, mqtt; ssl, tls, mqtts for TLS)", u.Scheme)
+		}
+		if (m.CertFile == "") != (m.KeyFile == "") {
+			add(p+".mqtt.cert_file", "cert_file and key_file go together")
 		}
 		if len(m.Topics) == 0 {
 			add(p+".mqtt.topics", "needs at least one topic filter")

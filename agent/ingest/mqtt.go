@@ -2,11 +2,14 @@ package ingest
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,7 +29,11 @@ type MQTTOptions struct {
 	KeepAlive    time.Duration
 	ReadCoalesce time.Duration
 	MaxPayload   int
-	Logger       *slog.Logger
+	// TLS, when not nil, is used for ssl://, tls:// and mqtts:// URLs (and
+	// for tcp:// too, when set). The buffered, coalescing reader wraps the
+	// TLS connection, so TLS gets the same batching as TCP.
+	TLS    *tls.Config
+	Logger *slog.Logger
 }
 
 // MQTT subscribes to topic filters with a persistent session
@@ -115,15 +122,60 @@ func (s *MQTT) Start(ctx context.Context, out chan<- Message) error {
 // dial opens the TCP connection and wraps it for buffered, coalesced reads.
 func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	d := net.Dialer{Timeout: o.ConnectTimeout}
+	secure := u.Scheme == "ssl" || u.Scheme == "tls" || u.Scheme == "mqtts" || s.opts.TLS != nil
 	host := u.Host
 	if u.Port() == "" {
-		host = net.JoinHostPort(u.Hostname(), "1883")
+		port := "1883"
+		if secure {
+			port = "8883"
+		}
+		host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if secure {
+		cfg := s.opts.TLS
+		if cfg == nil {
+			cfg = &tls.Config{}
+		}
+		cfg = cfg.Clone()
+		if cfg.ServerName == "" {
+			cfg.ServerName = u.Hostname()
+		}
+		c, err := tls.DialWithDialer(&d, "tcp", host, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return newReadConn(c, s.opts.ReadCoalesce, s.SessionPresent), nil
 	}
 	c, err := d.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
 	return newReadConn(c, s.opts.ReadCoalesce, s.SessionPresent), nil
+}
+
+// TLSConfig builds a client TLS config from PEM files: a CA to verify the
+// broker (empty: the system's roots) and an optional client certificate.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("read CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate: %w", err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }
 
 // onConnect subscribes on every (re)connect: with a persistent session the

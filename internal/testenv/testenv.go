@@ -64,7 +64,11 @@ func MosquittoPath() (string, error) {
 
 // StartMosquitto starts mosquitto on a free loopback port with MosquittoConf
 // and waits until it accepts connections.
-func StartMosquitto(dir string) (*Mosquitto, error) {
+func StartMosquitto(dir string) (*Mosquitto, error) { return StartMosquittoWith(dir, "") }
+
+// StartMosquittoWith is StartMosquitto with extra configuration lines for the
+// listener (cafile, certfile, keyfile, require_certificate for TLS).
+func StartMosquittoWith(dir, extra string) (*Mosquitto, error) {
 	bin, err := MosquittoPath()
 	if err != nil {
 		return nil, err
@@ -74,7 +78,7 @@ func StartMosquitto(dir string) (*Mosquitto, error) {
 		return nil, err
 	}
 	conf := filepath.Join(dir, fmt.Sprintf("mosquitto-%d.conf", port))
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf(MosquittoConf, port)), 0o600); err != nil {
+	if err := os.WriteFile(conf, []byte(fmt.Sprintf(MosquittoConf, port)+extra), 0o644); err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin, "-c", conf)

@@ -92,3 +92,20 @@ func resetAccs(accs []acc) {
 		accs[i].reset()
 	}
 }
+
+// groupFor finds r's group in groups or creates it there, counting and
+// returning nil when the plan's group cap bites.
+func (p *Plan) groupFor(groups map[string]*group, r *Record) *group {
+	key := p.groupKey(r)
+	if g := groups[key]; g != nil {
+		return g
+	}
+	if len(groups) >= p.maxGroups {
+		p.Stats.GroupsDropped++
+		return nil
+	}
+	g := p.newGroup(r, key, prefixGroup)
+	groups[g.key] = g
+	p.created(g)
+	return g
+}

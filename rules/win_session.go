@@ -24,16 +24,9 @@ type closingSession struct {
 }
 
 func (w *sessionWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
-	key := p.groupKey(r)
-	g := w.groups[key]
+	g := p.groupFor(w.groups, r)
 	if g == nil {
-		if len(w.groups) >= p.maxGroups {
-			p.Stats.GroupsDropped++
-			return out
-		}
-		g = p.newGroup(r, key, prefixGroup)
-		w.groups[g.key] = g
-		p.created(g)
+		return out
 	}
 	i := 0
 	for ; i < len(g.sessions); i++ {

@@ -19,16 +19,9 @@ type slidingWindows struct {
 }
 
 func (w *slidingWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
-	key := p.groupKey(r)
-	g := w.groups[key]
+	g := p.groupFor(w.groups, r)
 	if g == nil {
-		if len(w.groups) >= p.maxGroups {
-			p.Stats.GroupsDropped++
-			return out
-		}
-		g = p.newGroup(r, key, prefixGroup)
-		w.groups[g.key] = g
-		p.created(g)
+		return out
 	}
 	na := len(p.aggs)
 	// Insert the record's arguments in time order (usually at the end).

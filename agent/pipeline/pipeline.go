@@ -32,7 +32,7 @@ type Input struct {
 	// Redelivery record (DESIGN.md "Delivery guarantee" 2): packet id → hash
 	// of topic and payload of messages whose commit succeeded.
 	committed map[uint16]uint64
-	pending   []buffer.KV
+	pending   []redelivery // for the next commit
 	reset     bool
 
 	Stats InputStats
@@ -125,6 +125,29 @@ type Pipeline struct {
 func (p *Pipeline) LastTick() time.Time { return time.Unix(0, p.heartbeat.Load()) }
 
 type positionKey struct{ scope, key string }
+
+// redelivery is an MQTT message a commit covers: its packet id and the hash
+// of its topic and payload.
+type redelivery struct {
+	id   uint16
+	hash uint64
+}
+
+// redeliveryKVs encodes records for the buffer in one slab: bbolt keeps the
+// slices until its transaction ends, and one allocation per commit beats two
+// per message.
+func redeliveryKVs(rs []redelivery) []buffer.KV {
+	slab := make([]byte, 0, len(rs)*10)
+	kvs := make([]buffer.KV, len(rs))
+	for i, r := range rs {
+		k := len(slab)
+		slab = binary.BigEndian.AppendUint16(slab, r.id)
+		v := len(slab)
+		slab = binary.BigEndian.AppendUint64(slab, r.hash)
+		kvs[i] = buffer.KV{Key: slab[k:v:v], Value: slab[v : v+8 : v+8]}
+	}
+	return kvs
+}
 
 // LoadPositions returns the positions saved in scope (a source reads them at
 // start to resume where the last commit left it).
@@ -438,11 +461,7 @@ func (p *Pipeline) handle(m ingest.Message) {
 			}
 		}
 		if m.PacketID != 0 { // 0: not MQTT, nothing is redelivered by packet id
-			var k [2]byte
-			var v [8]byte
-			binary.BigEndian.PutUint16(k[:], m.PacketID)
-			binary.BigEndian.PutUint64(v[:], h)
-			in.pending = append(in.pending, buffer.KV{Key: append([]byte(nil), k[:]...), Value: append([]byte(nil), v[:]...)})
+			in.pending = append(in.pending, redelivery{m.PacketID, h})
 		}
 	}
 	if in.MaxPayload > 0 && len(m.Payload) > in.MaxPayload {
@@ -542,7 +561,7 @@ func (p *Pipeline) commit(ctx context.Context) {
 	}
 	for _, in := range p.inputs {
 		if in.reset || len(in.pending) > 0 {
-			c.State = append(c.State, buffer.StateChange{Scope: dedupScope(in.Name), Reset: in.reset, Puts: in.pending})
+			c.State = append(c.State, buffer.StateChange{Scope: dedupScope(in.Name), Reset: in.reset, Puts: redeliveryKVs(in.pending)})
 		}
 	}
 	for _, pos := range p.positions {
@@ -582,8 +601,8 @@ func (p *Pipeline) commit(ctx context.Context) {
 		a.Ack()
 	}
 	for _, in := range p.inputs {
-		for _, kv := range in.pending {
-			in.committed[binary.BigEndian.Uint16(kv.Key)] = binary.BigEndian.Uint64(kv.Value)
+		for _, rd := range in.pending {
+			in.committed[rd.id] = rd.hash
 		}
 		in.pending = in.pending[:0]
 		in.reset = false

@@ -15,7 +15,7 @@ DEBS := amd64=amd64 arm64=arm64 armhf=armv7
 # router CPUs often have no FPU, hence softfloat).
 CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm/6 riscv64=linux/riscv64/ mipsle=linux/mipsle/softfloat
 
-.PHONY: footprint all build demo test test-deps qemu-test deb-test package bench cross lint fuzz clean
+.PHONY: footprint all build demo test test-deps qemu-test deb-test package bench profile-w1 cross lint fuzz clean
 
 all: build
 
@@ -48,6 +48,13 @@ bench: build test-deps
 	go run ./tools/benchrules
 	go run ./tools/benchuplink
 	go run ./tools/bench --sluice bin/sluice --sim bin/firmware-sim
+
+# W1 at 5k msg/s with a CPU profile of the agent (a build with the pprof
+# tag: release binaries carry no profiler), then its top entries.
+profile-w1: build test-deps
+	CGO_ENABLED=0 go build -tags pprof -o bin/sluice-pprof ./agent
+	go run ./tools/bench --sluice bin/sluice-pprof --sim bin/firmware-sim --only 5k --cpuprofile $(CURDIR)/bin/w1-5k.pprof
+	go tool pprof -top -nodecount=30 bin/sluice-pprof bin/w1-5k.pprof
 
 cross:
 	@mkdir -p dist

@@ -72,6 +72,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		log := newLogger(cfg.Log, stderr)
+		stopProfile, err := startProfile()
+		if err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+		defer stopProfile()
 		ctx, stop := context.WithCancel(context.Background())
 		defer stop()
 		// The first signal stops the agent cleanly; a second exits at once.

@@ -32,6 +32,7 @@ type Collector struct {
 	cond    *sync.Cond
 	envs    []Envelope
 	msgIDs  []string
+	arrived []time.Time // when each envelope reached the consumer
 	badJSON int
 	cc      jetstream.ConsumeContext
 }
@@ -54,6 +55,7 @@ func Collect(ctx context.Context, s jetstream.Stream) (*Collector, error) {
 		return nil, err
 	}
 	c.cc, err = cons.Consume(func(m jetstream.Msg) {
+		now := time.Now()
 		var e Envelope
 		err := json.Unmarshal(m.Data(), &e)
 		c.mu.Lock()
@@ -61,6 +63,7 @@ func Collect(ctx context.Context, s jetstream.Stream) (*Collector, error) {
 			c.badJSON++
 		} else {
 			c.envs = append(c.envs, e)
+			c.arrived = append(c.arrived, now)
 			c.msgIDs = append(c.msgIDs, m.Headers().Get("Nats-Msg-Id"))
 		}
 		c.cond.Broadcast()
@@ -80,6 +83,21 @@ func (c *Collector) Snapshot() (envs []Envelope, msgIDs []string, badJSON int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return append([]Envelope(nil), c.envs...), append([]string(nil), c.msgIDs...), c.badJSON
+}
+
+// Arrivals returns the envelopes collected so far with when each reached
+// the consumer, for latency figures.
+func (c *Collector) Arrivals() ([]Envelope, []time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]Envelope(nil), c.envs...), append([]time.Time(nil), c.arrived...)
+}
+
+// Len returns how many envelopes were collected so far.
+func (c *Collector) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.envs)
 }
 
 // SumValue adds up one value over every collected envelope.

@@ -14,9 +14,9 @@ import (
 	"github.com/sluiceio/sluice/internal/testenv"
 )
 
-// agentConfig is W1's agent: mosquitto in, one windowed rule, JetStream
-// out, the buffer on its defaults (fsync on). Filled in: gateway, data dir,
-// MQTT URL, NATS URL.
+// agentConfig is the agent of W1 and W1a: mosquitto in, one rule,
+// JetStream out, the buffer on its defaults (fsync on). Filled in: gateway,
+// data dir, MQTT URL, read coalescing, the rules, NATS URL.
 const agentConfig = `gateway: %s
 data_dir: %s
 api: {listen: "127.0.0.1:0"}
@@ -28,7 +28,16 @@ inputs:
       qos: 1
       read_coalesce: %s
 rules:
-  - name: w1
+%suplinks:
+  - name: cloud
+    nats:
+      url: %s
+      subject: telemetry.{gateway}.{rule}
+`
+
+// w1Rule is W1b, the W1 of every figure without a letter: avg, max and
+// count of temperature per device over a tumbling 10 s window.
+const w1Rule = `  - name: w1
     from: telemetry
     group_by: [device]
     window: {tumbling: 10s}
@@ -36,18 +45,23 @@ rules:
       avg_t: avg(temperature)
       max_t: max(temperature)
       n: count(*)
-uplinks:
-  - name: cloud
-    nats:
-      url: %s
-      subject: telemetry.{gateway}.{rule}
 `
 
-// startAgent writes a config for gateway into dir and runs the agent until
-// it logs "mqtt subscribed".
-func (b *bench) startAgent(ctx context.Context, dir, gateway, broker string) (*child, error) {
+// w1aRule is W1a: a stateless rule that passes every record above 30 °C
+// upstream with its ts, so that latency can be measured record by record.
+const w1aRule = `  - name: w1a
+    from: telemetry
+    where: temperature > 30
+    select:
+      temperature: temperature
+      ts: ts
+`
+
+// startAgent writes a config for gateway with rules into dir and runs the
+// agent until it logs "mqtt subscribed".
+func (b *bench) startAgent(ctx context.Context, dir, gateway, broker, rules string) (*child, error) {
 	cfg := filepath.Join(dir, "sluice.yaml")
-	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, b.ns.ClientURL())
+	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, rules, b.ns.ClientURL())
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}

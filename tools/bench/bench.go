@@ -91,7 +91,7 @@ func (b *bench) close() {
 // known. A figure that fails is reported on stderr and the next one is
 // tried; it returns how many failed.
 func (b *bench) runAll(ctx context.Context) (failed int) {
-	short := map[string]string{"idle": "idle", "5k": "5k", "20k": "20k", "max rate": "max", "simulator ceiling": "sim", "binary size": "size"}
+	short := map[string]string{"idle": "idle", "5k": "5k", "w1a": "w1a", "20k": "20k", "max rate": "max", "simulator ceiling": "sim", "binary size": "size"}
 	try := func(what string, f func(context.Context) error) {
 		if ctx.Err() != nil || (len(b.opts.only) > 0 && !b.opts.only[short[what]]) {
 			return
@@ -104,6 +104,7 @@ func (b *bench) runAll(ctx context.Context) (failed int) {
 	try("idle", b.idle)
 	var passed20k bool
 	try("5k", b.w1At5k)
+	try("w1a", b.w1aAt5k)
 	try("20k", func(ctx context.Context) (err error) {
 		passed20k, err = b.w1At20k(ctx)
 		return err

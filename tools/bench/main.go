@@ -19,6 +19,12 @@
 // is "counted upstream" when the sum of the count column n over the
 // envelopes in the stream includes it.
 //
+// W1a is the same load through a stateless rule (where temperature > 30,
+// the record's temperature and ts upstream): its figure is latency, from the
+// ts firmware-sim writes just before publishing to the arrival of the
+// output at the upstream consumer, so the cost of read coalescing and group
+// commit on latency is visible beside their gain in CPU.
+//
 // # Method
 //
 // Every run gets a fresh mosquitto, a fresh agent with a fresh data dir, its
@@ -50,6 +56,8 @@
 //	e2e_w1_{5k,20k}_cpu_us_per_msg     agent CPU per message
 //	e2e_w1_{5k,20k}_floor_cpu_us_per_msg  the bare subscriber's, same load
 //	e2e_w1_5k_broker_cpu_us_per_msg    mosquitto's, during the 5k agent run
+//	e2e_w1a_5k_latency_p99_ms          W1a: record ts to upstream arrival, p99
+//	e2e_w1a_5k_cpu_us_per_msg          W1a: agent CPU per message
 //	e2e_w1_20k_peak_rss_mb             agent VmHWM after the 20k run
 //	e2e_w1_max_msgs_per_s              highest rate counted in full
 //	binary_size_mb_arm64               static, stripped linux/arm64 agent
@@ -101,6 +109,7 @@ type options struct {
 	keep         bool
 	only         map[string]bool // runs to do; all when empty
 	readCoalesce time.Duration   // the agent's read_coalesce
+	cpuProfile   string          // SLUICE_CPUPROFILE for the agents (a pprof build)
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -113,7 +122,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&rates, "max-rates", "30000,50000,75000,100000,150000,200000,250000,300000,400000", "rates (msg/s) the maximum-rate search steps through, after the 20k run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) and print its path")
 	fs.DurationVar(&o.readCoalesce, "read-coalesce", time.Millisecond, "the agent's mqtt read_coalesce (0 turns it off)")
-	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, 20k, max, sim, size (default all)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "agents write a CPU profile here (needs a binary built with -tags pprof; the last agent run wins: use with --only)")
+	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, w1a, 20k, max, sim, size (default all)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -153,6 +163,10 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		stop() // a second Ctrl-C kills the harness outright
 	}()
 
+	if opts.cpuProfile != "" {
+		// The agents inherit the harness's environment.
+		os.Setenv("SLUICE_CPUPROFILE", opts.cpuProfile)
+	}
 	start := time.Now()
 	b, err := newBench(opts, stdout, logger)
 	if err != nil {

@@ -57,7 +57,7 @@ func (b *bench) agentRun(ctx context.Context, label string, l load, countWait ti
 		return r, err
 	}
 	defer up.close()
-	agent, err := b.startAgent(ctx, dir, gateway, broker.URL)
+	agent, err := b.startAgent(ctx, dir, gateway, broker.URL, w1Rule)
 	if err != nil {
 		return r, err
 	}
@@ -215,7 +215,7 @@ func (b *bench) idle(ctx context.Context) error {
 		return err
 	}
 	defer broker.Stop()
-	agent, err := b.startAgent(ctx, dir, "bench-idle", broker.URL)
+	agent, err := b.startAgent(ctx, dir, "bench-idle", broker.URL, w1Rule)
 	if err != nil {
 		return err
 	}

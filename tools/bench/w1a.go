@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sluiceio/sluice/internal/testenv"
+)
+
+// w1aSettle is how long the upstream count must stay still after the
+// simulator's end before W1a counts every passing record as arrived: the
+// rule is a filter, so how many records pass is not known in advance.
+const w1aSettle = 3 * time.Second
+
+// w1aAt5k runs W1a: W1's load at 5k msg/s through a stateless rule that
+// passes the records above 30 °C upstream. Its figure is the p99 of the
+// time from a record's ts (set by firmware-sim just before it publishes) to
+// its arrival at the upstream consumer: the cost in latency of read
+// coalescing, group commit and the forwarder, beside W1's cost in CPU.
+func (b *bench) w1aAt5k(ctx context.Context) error {
+	l := loadFor(5000, cpuLoad)
+	name := "w1a-" + l.label()
+	b.log.Printf("%s: agent under W1a (where temperature > 30, records upstream) at %d msg/s for %s", name, l.rate, cpuLoad)
+	dir, err := b.runDir(name)
+	if err != nil {
+		return err
+	}
+	broker, err := testenv.StartMosquitto(dir)
+	if err != nil {
+		return err
+	}
+	defer broker.Stop()
+	gateway := "bench-" + name
+	up, err := b.openUpstream(ctx, gateway)
+	if err != nil {
+		return err
+	}
+	defer up.close()
+	agent, err := b.startAgent(ctx, dir, gateway, broker.URL, w1aRule)
+	if err != nil {
+		return err
+	}
+	defer agent.stop(agentStopWait)
+	meter := b.meter(map[string]int{"agent": agent.pid(), "mosquitto": broker.Cmd.Process.Pid})
+	before, err := meter.sample()
+	if err != nil {
+		return err
+	}
+	sim, err := b.runSim(ctx, dir, broker.URL, l)
+	if err != nil {
+		return err
+	}
+	if err := up.settle(ctx, w1aSettle, cpuCountWait); err != nil {
+		return err
+	}
+	after, err := meter.sample()
+	if err != nil {
+		return err
+	}
+	b.log.Printf("%s: firmware-sim %s", name, sim)
+	b.checkQuiet(name, before, after, sim.cpu)
+
+	envs, arrived := up.col.Arrivals()
+	lat := make([]float64, 0, len(envs))
+	for i, e := range envs {
+		ts, ok := e.Values["ts"]
+		if !ok {
+			return fmt.Errorf("%s: output seq %d has no ts", name, e.Seq)
+		}
+		lat = append(lat, float64(arrived[i].UnixMicro())/1e3-ts)
+	}
+	if len(lat) == 0 {
+		return fmt.Errorf("%s: no record above 30 °C reached upstream (of %d sent)", name, sim.sent)
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	b.log.Printf("%s: %d of %d records passed; latency ts → upstream: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms (ts has ms resolution)",
+		name, len(lat), sim.sent, q(0.5), q(0.9), q(0.99), lat[len(lat)-1])
+	b.report("e2e_w1a_5k_latency_p99_ms", q(0.99), 1, "ms")
+	b.report("e2e_w1a_5k_cpu_us_per_msg", perMsg(after.since(before, "agent"), sim.sent), 1, "us/msg")
+	return nil
+}
+
+// settle waits until no envelope arrived for quiet, or timeout.
+func (u *upstream) settle(ctx context.Context, quiet, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	n, since := u.col.Len(), time.Now()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case now := <-tick.C:
+			if m := u.col.Len(); m != n {
+				n, since = m, now
+			}
+			if now.Sub(since) >= quiet {
+				return nil
+			}
+			if now.After(deadline) {
+				return fmt.Errorf("upstream still receiving %s after the simulator's end", timeout)
+			}
+		}
+	}
+}

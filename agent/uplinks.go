@@ -28,6 +28,9 @@ func newUplink(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Up
 		uplink.WithMaxInFlight(n.MaxInFlight),
 		uplink.WithLogger(log),
 	}
+	if pk := n.Pack; pk != nil {
+		opts = append(opts, uplink.WithPack(uplink.Pack{MaxRecords: pk.MaxRecords, MaxBytes: int(pk.MaxBytes), Compression: pk.Compression}))
+	}
 	if n.TLS != nil {
 		t, err := uplink.LoadTLS(n.TLS.Files())
 		if err != nil {

@@ -72,8 +72,8 @@ type NATS struct {
 	// Published counts entries the upstream accepted: JetStream acks,
 	// duplicates included, and core publishes confirmed by a flush.
 	Published atomic.Uint64
-	// Duplicates counts JetStream acks that said the stream already had the
-	// message (a retried entry).
+	// Duplicates counts entries whose JetStream ack said the stream
+	// already had the message (a retried entry or pack).
 	Duplicates atomic.Uint64
 	// Errors counts Deliver calls that returned an error.
 	Errors atomic.Uint64
@@ -90,6 +90,7 @@ type NATS struct {
 	js jetstream.JetStream
 
 	// Deliver's state, touched only by the goroutine calling Deliver.
+	pack       *packer               // nil: one message per entry
 	routes     map[string]*natsRoute // by rule
 	reconnects uint64                // nc's reconnect count when routes was last trusted
 	slab       []byte                // message bodies of the last batch, reused after a clean batch
@@ -107,7 +108,8 @@ type natsRoute struct {
 
 type natsPending struct {
 	fut     jetstream.PubAckFuture
-	seq     uint64
+	seq     uint64 // the entry's, or the first of a pack's
+	records int    // entries the message holds: 1, or a pack's count
 	subject string
 }
 
@@ -121,6 +123,7 @@ type natsConfig struct {
 	auth        []nats.Option
 	nkeySeed    string
 	natsOpts    []nats.Option
+	pack        Pack
 }
 
 // NATSOption configures NewNATS.
@@ -217,6 +220,13 @@ func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
 		cfg.log = slog.Default()
 	}
 	log := cfg.log.With("uplink", name)
+	var pk *packer
+	if cfg.pack.MaxRecords > 1 {
+		var err error
+		if pk, err = newPacker(cfg.pack); err != nil {
+			return nil, fmt.Errorf("nats %s: pack: %w", name, err)
+		}
+	}
 
 	nopts := []nats.Option{
 		nats.Name("sluice " + cfg.gateway + " " + name),
@@ -277,6 +287,7 @@ func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
 		nc:          nc,
 		js:          js,
 		routes:      make(map[string]*natsRoute),
+		pack:        pk,
 	}, nil
 }
 
@@ -331,6 +342,9 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 		clear(n.routes)
 		n.reconnects = r
 	}
+	if n.pack != nil {
+		return n.deliverPacked(ctx, now, batch)
+	}
 
 	// All bodies go into one slab sized up front; a message keeps a slice
 	// of it until its ack arrived, so the slab is reused only after a batch
@@ -344,11 +358,7 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 		slab = make([]byte, 0, size)
 	}
 
-	var (
-		head     int    // first pending publish not yet acked
-		coreN    uint64 // entries sent with core publish
-		coreLast uint64 // seq of the last of them
-	)
+	var st publishState
 	for i := range batch {
 		e := &batch[i]
 		rt, err := n.route(ctx, now, e.Rule)
@@ -359,50 +369,60 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 		start := len(slab)
 		slab = n.env.Append(slab, e)
 		msg := &nats.Msg{Subject: rt.subject, Data: slab[start:len(slab):len(slab)]}
-		n.scratch = append(n.scratch[:0], n.gateway...)
-		n.scratch = append(n.scratch, '-')
-		n.scratch = strconv.AppendUint(n.scratch, e.Seq, 10)
-		msgID := string(n.scratch)
-
-		if rt.stream == "" {
-			msg.Header = nats.Header{jetstream.MsgIDHeader: []string{msgID}}
-			if err := n.nc.PublishMsg(msg); err != nil {
-				return n.publishErr(e.Seq, rt.subject, err)
-			}
-			coreN++
-			coreLast = e.Seq
-			continue
-		}
-
-		if len(n.pending)-head >= n.maxInFlight {
-			if err := n.await(ctx, n.pending[head]); err != nil {
-				return err
-			}
-			n.pending[head] = natsPending{}
-			head++
-		}
-		fut, err := n.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID), jetstream.WithStallWait(n.ackTimeout))
-		if err != nil {
-			return n.publishErr(e.Seq, rt.subject, err)
-		}
-		n.pending = append(n.pending, natsPending{fut: fut, seq: e.Seq, subject: rt.subject})
-	}
-
-	if coreN > 0 {
-		fctx, cancel := n.bound(ctx)
-		err := n.nc.FlushWithContext(fctx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("nats %s: flush %d core publishes up to seq %d: %w", n.name, coreN, coreLast, notConnected(err))
-		}
-		n.Published.Add(coreN)
-	}
-	for ; head < len(n.pending); head++ {
-		if err := n.await(ctx, n.pending[head]); err != nil {
+		if err := n.send(ctx, &st, rt, msg, n.msgID(e.Seq, e.Seq), e.Seq, e.Seq, 1); err != nil {
 			return err
 		}
 	}
+
+	if err := n.finish(ctx, &st); err != nil {
+		return err
+	}
 	n.slab = slab
+	return nil
+}
+
+// msgID returns the Nats-Msg-Id of the entries first to last:
+// <gateway>-<seq> for one, <gateway>-<first>-<last> for a pack.
+func (n *NATS) msgID(first, last uint64) string {
+	n.scratch = append(n.scratch[:0], n.gateway...)
+	n.scratch = append(n.scratch, '-')
+	n.scratch = strconv.AppendUint(n.scratch, first, 10)
+	if last != first {
+		n.scratch = append(n.scratch, '-')
+		n.scratch = strconv.AppendUint(n.scratch, last, 10)
+	}
+	return string(n.scratch)
+}
+
+// send publishes msg, which holds records entries from seq first to last,
+// on rt: to JetStream where a stream covers the subject, keeping at most
+// maxInFlight publishes awaiting their ack, else with core NATS (st counts
+// those for the flush that confirms them).
+func (n *NATS) send(ctx context.Context, st *publishState, rt *natsRoute, msg *nats.Msg, msgID string, first, last uint64, records int) error {
+	if rt.stream == "" {
+		if msg.Header == nil {
+			msg.Header = nats.Header{}
+		}
+		msg.Header[jetstream.MsgIDHeader] = []string{msgID}
+		if err := n.nc.PublishMsg(msg); err != nil {
+			return n.publishErr(first, rt.subject, err)
+		}
+		st.coreN += uint64(records)
+		st.coreLast = last
+		return nil
+	}
+	if len(n.pending)-st.head >= n.maxInFlight {
+		if err := n.await(ctx, n.pending[st.head]); err != nil {
+			return err
+		}
+		n.pending[st.head] = natsPending{}
+		st.head++
+	}
+	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID), jetstream.WithStallWait(n.ackTimeout))
+	if err != nil {
+		return n.publishErr(first, rt.subject, err)
+	}
+	n.pending = append(n.pending, natsPending{fut: fut, seq: first, records: records, subject: rt.subject})
 	return nil
 }
 
@@ -467,9 +487,9 @@ func (n *NATS) await(ctx context.Context, p natsPending) error {
 	}
 	select {
 	case ack := <-p.fut.Ok():
-		n.Published.Add(1)
+		n.Published.Add(uint64(p.records))
 		if ack.Duplicate {
-			n.Duplicates.Add(1)
+			n.Duplicates.Add(uint64(p.records))
 		}
 		return nil
 	case err := <-p.fut.Err():

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"time"
 
 	"github.com/sluiceio/sluice/uplink"
@@ -45,6 +46,10 @@ type NATSUplink struct {
 	Subject     string `yaml:"subject"` // template: {gateway}, {rule}
 	MaxInFlight int    `yaml:"max_in_flight"`
 	BatchSize   int    `yaml:"batch_size"`
+	// Pack sends many envelopes per message, NDJSON and optionally
+	// compressed: far fewer messages and bytes on a metered link, at least
+	// once instead of exactly once (see uplink.Pack). Off by default.
+	Pack *NATSPack `yaml:"pack"`
 
 	TLS          *TLS   `yaml:"tls"`
 	Username     string `yaml:"username"`
@@ -54,6 +59,13 @@ type NATSUplink struct {
 	TokenEnv     string `yaml:"token_env"`
 	NKeySeedFile string `yaml:"nkey_seed_file"` // a user NKey seed (SU...)
 	CredsFile    string `yaml:"creds_file"`     // a .creds file: user JWT and NKey seed
+}
+
+// NATSPack packs envelopes into NATS messages.
+type NATSPack struct {
+	MaxRecords  int      `yaml:"max_records"` // envelopes per message, at least 2
+	MaxBytes    ByteSize `yaml:"max_bytes"`   // uncompressed body bound; default 512KiB
+	Compression string   `yaml:"compression"` // none (default), zstd or gzip
 }
 
 // KafkaUplink produces to Kafka with acks=all and the idempotent producer.
@@ -168,6 +180,17 @@ func validateNATS(p string, n *NATSUplink, add func(path, format string, args ..
 	}
 	if auth > 1 {
 		add(p, "use one of username, token_file/token_env, nkey_seed_file, creds_file")
+	}
+	if pk := n.Pack; pk != nil {
+		if pk.MaxRecords < 2 {
+			add(p+".pack.max_records", "%d: want at least 2 envelopes per message", pk.MaxRecords)
+		}
+		if pk.MaxBytes != 0 && (pk.MaxBytes < 1<<10 || pk.MaxBytes > 1<<20) {
+			add(p+".pack.max_bytes", "want 1KiB to 1MiB (NATS's default max_payload)")
+		}
+		if !slices.Contains(uplink.PackCompressions, pk.Compression) {
+			add(p+".pack.compression", "%q: want none, zstd or gzip", pk.Compression)
+		}
 	}
 	oneSecret(p+".password", n.PasswordFile, n.PasswordEnv, add)
 	oneSecret(p+".token", n.TokenFile, n.TokenEnv, add)

@@ -3,6 +3,8 @@
 //
 //	uplink_nats_jetstream_rps          records/s acknowledged by JetStream
 //	uplink_nats_jetstream_cpu_us_per_msg  CPU of the sending process per record
+//	uplink_nats_jetstream_packed_rps   the same with nats.pack (100 envelopes per message, zstd)
+//	uplink_nats_jetstream_packed_cpu_us_per_msg
 //	uplink_kafka_rps                   records/s acknowledged by Kafka (acks=all, idempotent)
 //	uplink_kafka_cpu_us_per_msg        CPU of the sending process per record
 //
@@ -64,12 +66,18 @@ func main() {
 		return
 	}
 	if *only == "" || *only == "nats" {
-		rps, cpu, err := benchNATS(*records, *batch)
+		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{})
 		if err != nil {
 			log.Fatalf("nats: %v", err)
 		}
 		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", rps)
 		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", cpu)
+		rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{MaxRecords: packRecords, Compression: "zstd"})
+		if err != nil {
+			log.Fatalf("nats packed: %v", err)
+		}
+		fmt.Printf("BENCH uplink_nats_jetstream_packed_rps %.0f records/s\n", rps)
+		fmt.Printf("BENCH uplink_nats_jetstream_packed_cpu_us_per_msg %.2f us\n", cpu)
 	}
 	if *only == "" || *only == "kafka" {
 		rps, cpu, err := benchKafka(*records, *batch)
@@ -189,7 +197,10 @@ func measure(up uplink.Uplink, bs [][]buffer.Entry) (float64, float64, error) {
 	return float64(n) / wall.Seconds(), float64(cpu.Microseconds()) / float64(n), nil
 }
 
-func benchNATS(records, size int) (float64, float64, error) {
+// packRecords is the envelopes per message of the packed NATS figure.
+const packRecords = 100
+
+func benchNATS(records, size int, pack uplink.Pack) (float64, float64, error) {
 	url, stop, err := startUpstream("nats")
 	if err != nil {
 		return 0, 0, err
@@ -214,7 +225,7 @@ func benchNATS(records, size int) (float64, float64, error) {
 		return 0, 0, err
 	}
 	up, err := uplink.NewNATS("bench", url, uplink.WithGateway(gateway), uplink.WithSubject(subject),
-		uplink.WithMaxInFlight(size), uplink.WithLogger(slog.New(slog.DiscardHandler)))
+		uplink.WithMaxInFlight(size), uplink.WithLogger(slog.New(slog.DiscardHandler)), uplink.WithPack(pack))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -231,8 +242,15 @@ func benchNATS(records, size int) (float64, float64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	if got := info.State.Msgs; got != uint64(records+size) {
-		return 0, 0, fmt.Errorf("stream holds %d messages, want %d", got, records+size)
+	want := uint64(records + size)
+	if pack.MaxRecords > 1 {
+		want = uint64((records/size + 1) * ((size + pack.MaxRecords - 1) / pack.MaxRecords)) // records is a multiple of size
+	}
+	if got := info.State.Msgs; got != want {
+		return 0, 0, fmt.Errorf("stream holds %d messages, want %d", got, want)
+	}
+	if got := up.Published.Load(); got != uint64(records+size) {
+		return 0, 0, fmt.Errorf("%d records acknowledged, want %d", got, records+size)
 	}
 	return rps, cpu, nil
 }

@@ -46,6 +46,7 @@ qemu-test:
 bench: build test-deps
 	go run ./tools/benchbuf
 	go run ./tools/benchrules
+	go run ./tools/benchml
 	go run ./tools/benchuplink
 	go run ./tools/bench --sluice bin/sluice --sim bin/firmware-sim
 

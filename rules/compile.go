@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+
+	"github.com/sluiceio/sluice/rules/ml"
 )
 
 // evalFn evaluates a compiled expression over a record r (never nil) and, in
@@ -57,6 +59,8 @@ type compiler struct {
 	names   []string
 	inAgg   bool
 	aggMode bool
+	plan    *Plan // set where learning functions may be called
+	models  map[string]*ml.Model
 }
 
 // aggSlot is one aggregate call of a windowed rule.
@@ -453,6 +457,12 @@ func likeMatch(s, pat string) bool {
 }
 
 func (c *compiler) call(n *node) (evalFn, error) {
+	if of := onlineFuncs[n.str]; of != nil {
+		return c.online(n, of)
+	}
+	if n.str == "predict" || n.str == "classify" {
+		return c.model(n)
+	}
 	sf := scalars[n.str]
 	if sf == nil {
 		return nil, c.errorf(n, "unknown function %s()", n.str)

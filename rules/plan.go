@@ -6,6 +6,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/sluiceio/sluice/rules/ml"
 )
 
 // Stats are a plan's counters. They are plain fields written by the goroutine
@@ -55,6 +57,8 @@ type Plan struct {
 	alert   *alertOp
 	pattern *patternOp
 	band    *deadbandOp
+	online  *onlineOp // learning functions' state per group key
+	models  map[string]*ml.Model
 
 	// State changes since the last checkpoint (see state.go).
 	dirty      []stateItem
@@ -76,8 +80,20 @@ type Plan struct {
 
 // Compile checks a spec and compiles it into a plan. Errors are *SpecError
 // naming the rule and the field, with a *PosError inside for expressions.
-func Compile(s Spec) (*Plan, error) {
-	p, err := compile(s)
+// A rule that calls predict or classify needs CompileWith and its models.
+func Compile(s Spec) (*Plan, error) { return CompileWith(s, Options{}) }
+
+// Options is what a rule may use besides its spec.
+type Options struct {
+	// Models are the models predict("name", ...) and classify("name", ...)
+	// call, by name (see ml.ParseModel). A plan keeps the ones it calls;
+	// models are read-only, so plans may share them.
+	Models map[string]*ml.Model
+}
+
+// CompileWith is Compile with options.
+func CompileWith(s Spec, o Options) (*Plan, error) {
+	p, err := compile(s, o)
 	if err != nil {
 		var se *SpecError
 		if errors.As(err, &se) {
@@ -92,23 +108,26 @@ func specErr(field, format string, args ...any) error {
 	return &SpecError{Field: field, Err: fmt.Errorf(format, args...)}
 }
 
-func compile(s Spec) (*Plan, error) {
+func compile(s Spec, o Options) (*Plan, error) {
 	if s.Name == "" {
 		return nil, specErr("name", "is required")
 	}
 	w := s.window()
 	p := &Plan{name: s.Name, fp: s.Fingerprint(), keys: s.GroupBy, items: s.Select, drop: s.Drop,
 		maxGroups: s.MaxGroups, win: w, timeField: s.EventTime.Field,
-		lateness: int64(s.EventTime.Lateness), idle: int64(s.EventTime.Idle)}
+		lateness: int64(s.EventTime.Lateness), idle: int64(s.EventTime.Idle), models: o.Models}
 	if p.maxGroups <= 0 {
 		p.maxGroups = DefaultMaxGroups
 	}
 	if s.Where != "" {
-		e, err := CompileExpr(s.Where)
+		n, err := parseExpr(s.Where)
+		if err == nil {
+			c := &compiler{src: s.Where, models: p.models}
+			p.where, err = c.compile(n)
+		}
 		if err != nil {
 			return nil, &SpecError{Field: "where", Err: err}
 		}
-		p.where = e.fn
 	}
 	if err := p.compileWindow(s, w); err != nil {
 		return nil, err
@@ -124,9 +143,6 @@ func compile(s Spec) (*Plan, error) {
 		return nil, specErr("select", "a windowed rule needs at least one select item")
 	}
 	post := s.Alert != nil || len(s.Pattern) > 0 || s.Deadband != nil || s.Dedup
-	if !windowed && len(s.GroupBy) > 0 && !post {
-		return nil, specErr("group_by", "needs a window (or an alert, pattern or deadband)")
-	}
 	seen := map[string]bool{}
 	for _, it := range s.Select {
 		field := "select." + it.Name
@@ -148,12 +164,15 @@ func compile(s Spec) (*Plan, error) {
 		if err != nil {
 			return nil, &SpecError{Field: field, Err: err}
 		}
-		c := &compiler{src: it.Expr, aggs: &p.aggs, keys: s.GroupBy, aggMode: windowed}
+		c := &compiler{src: it.Expr, aggs: &p.aggs, keys: s.GroupBy, aggMode: windowed, plan: p, models: p.models}
 		fn, err := c.compile(n)
 		if err != nil {
 			return nil, &SpecError{Field: field, Err: err}
 		}
 		p.fns = append(p.fns, fn)
+	}
+	if !windowed && len(s.GroupBy) > 0 && !post && p.online == nil {
+		return nil, specErr("group_by", "needs a window (or an alert, pattern, deadband or a learning function)")
 	}
 	if s.Having != "" {
 		if !windowed {
@@ -163,7 +182,7 @@ func compile(s Spec) (*Plan, error) {
 		if err != nil {
 			return nil, &SpecError{Field: "having", Err: err}
 		}
-		c := &compiler{src: s.Having, aggs: &p.aggs, keys: s.GroupBy, names: p.names(), aggMode: true}
+		c := &compiler{src: s.Having, aggs: &p.aggs, keys: s.GroupBy, names: p.names(), aggMode: true, plan: p, models: p.models}
 		fn, err := c.compile(n)
 		if err != nil {
 			return nil, &SpecError{Field: "having", Err: err}
@@ -173,7 +192,7 @@ func compile(s Spec) (*Plan, error) {
 	if err := p.compilePost(s); err != nil {
 		return nil, err
 	}
-	p.stateful = windowed || post
+	p.stateful = windowed || post || p.online != nil
 	return p, nil
 }
 
@@ -243,10 +262,10 @@ func (p *Plan) condExpr(field, src string) (evalFn, error) {
 	if err != nil {
 		return nil, &SpecError{Field: field, Err: err}
 	}
-	c := &compiler{src: src}
+	c := &compiler{src: src, models: p.models}
 	if p.wins != nil {
 		var none []aggSlot
-		c = &compiler{src: src, aggs: &none, names: append(p.names(), p.keys...), aggMode: true}
+		c = &compiler{src: src, aggs: &none, names: append(p.names(), p.keys...), aggMode: true, models: p.models}
 	}
 	fn, err := c.compile(n)
 	if err != nil {
@@ -388,7 +407,19 @@ func (p *Plan) stateless(r *Record, t int64, out []Output) []Output {
 		rw.key = p.groupKey(r)
 		rw.keys = p.keyFields(r)
 	}
+	if p.online != nil {
+		p.online.enter(p, rw.key)
+	}
 	rw.vals = p.project(r)
+	if p.online != nil && (p.alert != nil || p.pattern != nil) {
+		// Conditions see what the learning functions computed: the
+		// selected values first, then the record's fields.
+		fs := p.alloc(len(rw.vals) + len(r.Fields))
+		copy(fs, rw.vals)
+		copy(fs[len(rw.vals):], r.Fields)
+		p.condRec = Record{Fields: fs, Time: r.Time, Topic: r.Topic}
+		rw.cond = &p.condRec
+	}
 	return p.emit(&rw, out)
 }
 
@@ -484,6 +515,9 @@ func (p *Plan) output(rw *row, out []Output) []Output {
 func (p *Plan) emitGroup(g *group, accs []acc, ws, we int64, out []Output) []Output {
 	p.view = aggView{keys: g.keys, accs: accs}
 	p.selRec = Record{Time: timeAt(we)}
+	if p.online != nil {
+		p.online.enter(p, g.key)
+	}
 	keys := p.alloc(len(p.keys))
 	for i, k := range p.keys {
 		keys[i] = Field{Name: k, Value: g.keys[i]}

@@ -28,6 +28,16 @@ func statefulSpecs() map[string]Spec {
 			{When: "v > 80"}, {When: "v < 20", Within: 5 * time.Second}, {When: "v > 90", Within: 2 * time.Second, Absent: true}}},
 		"deadband": {GroupBy: []string{"d"}, Select: []SelectItem{{"v", "v"}, {"s", "s"}}, Deadband: &Deadband{Fields: []string{"v"}, Abs: 20, Heartbeat: 3 * time.Second}},
 		"dedup":    {GroupBy: []string{"d"}, Select: []SelectItem{{"s", "s"}}, Dedup: true},
+		// learning functions
+		"anomaly":     {GroupBy: []string{"d"}, Select: []SelectItem{{"a", "anomaly_score(v)"}}},
+		"zscore":      {GroupBy: []string{"d"}, Select: []SelectItem{{"z", "zscore(v, 20)"}}},
+		"ewma":        {GroupBy: []string{"d"}, Select: []SelectItem{{"e", "ewma(v, 0.3)"}}},
+		"forecast":    {GroupBy: []string{"d"}, Select: []SelectItem{{"f", "forecast(v, 3)"}, {"hw", "forecast(v, 2, 12)"}}},
+		"changepoint": {GroupBy: []string{"d"}, Select: []SelectItem{{"c", "changepoint(c, 4)"}}},
+		"onekey":      {Select: []SelectItem{{"a", "anomaly_score(v)"}, {"z", "zscore(c)"}}},
+		"winml": {GroupBy: []string{"d"}, Tumbling: 2 * time.Second,
+			Select: []SelectItem{{"m", "avg(v)"}, {"a", "anomaly_score(avg(v))"}, {"f", "forecast(avg(v), 1)"}}},
+		"mlalert": {GroupBy: []string{"d"}, Select: []SelectItem{{"z", "zscore(v, 20)"}}, Alert: &Alert{When: "z > 1.2", ClearWhen: "z < 0"}},
 	}
 }
 

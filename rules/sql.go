@@ -25,7 +25,10 @@ import (
 // ParseSQL also compiles the spec, so every error it returns, of syntax or of
 // meaning, is a *SpecError naming the rule with a *PosError inside whose line
 // and column are those of the query.
-func ParseSQL(name, src string) (Spec, error) {
+func ParseSQL(name, src string) (Spec, error) { return ParseSQLWith(name, src, Options{}) }
+
+// ParseSQLWith is ParseSQL for a query that may call the models of o.
+func ParseSQLWith(name, src string, o Options) (Spec, error) {
 	toks, err := lex(src)
 	if err != nil {
 		return Spec{}, &SpecError{Rule: name, Field: "sql", Err: err}
@@ -35,7 +38,7 @@ func ParseSQL(name, src string) (Spec, error) {
 	if err != nil {
 		return Spec{}, &SpecError{Rule: name, Field: "sql", Err: err}
 	}
-	if _, err := compile(s); err != nil {
+	if _, err := compile(s, o); err != nil {
 		return Spec{}, q.remap(name, err)
 	}
 	return s, nil

@@ -53,7 +53,7 @@ func TestSQLErrorsNameRuleAndPosition(t *testing.T) {
 		{"SELECT count(*) FROM x GROUP BY TUMBLING(1)", `rule r: sql: 1:42: bad duration "1": use a unit, like 1m, 30s or 500ms`},
 		{"SELECT count(*) FROM x GROUP BY TUMBLING(-1m)", "rule r: sql: 1:42: expected a duration like 1m or 30s"},
 		{"SELECT count(*) FROM x GROUP BY WEEKLY(1)", "rule r: sql: 1:33: GROUP BY takes fields and one of TUMBLING, HOPPING, SLIDING, SESSION, COUNT_WINDOW; not WEEKLY()"},
-		{"SELECT a FROM x GROUP BY a", "rule r: sql: 1:17: group_by: needs a window (or an alert, pattern or deadband)"},
+		{"SELECT a FROM x GROUP BY a", "rule r: sql: 1:17: group_by: needs a window (or an alert, pattern, deadband or a learning function)"},
 		{"SELECT count(*) FROM x GROUP BY HOPPING(1h, 1s)", "rule r: sql: 1:33: window.every: 1s makes more than 1000 windows of 1h0m0s overlap"},
 		{"SELECT a FROM x extra", `rule r: sql: 1:17: unexpected "extra"`},
 		{"SELECT quantile(v, 2) AS q FROM x GROUP BY TUMBLING(1s)", "rule r: sql: 1:20: quantile(): q must be between 0 and 1"},

@@ -50,6 +50,7 @@ const (
 	prefixAlert   = "a"
 	prefixPattern = "p"
 	prefixBand    = "d"
+	prefixOnline  = "o" // learning functions: "o" + group key
 )
 
 // created counts a new piece of state and marks it for the next checkpoint.
@@ -150,6 +151,11 @@ func (p *Plan) eachItem(fn func(stateItem)) {
 			fn(s)
 		}
 	}
+	if p.online != nil {
+		for _, s := range p.online.states {
+			fn(s)
+		}
+	}
 }
 
 // appendMeta encodes what the plan keeps besides its items: the shape of
@@ -235,6 +241,8 @@ func (p *Plan) restoreEntry(e StateEntry) error {
 		it, err = p.pattern.decode(p, e.Key, d)
 	case e.Key[0] == prefixBand[0] && p.band != nil:
 		it, err = p.band.decode(p, e.Key, d)
+	case e.Key[0] == prefixOnline[0] && p.online != nil:
+		it, err = p.online.decode(p, e.Key, d)
 	default:
 		return ErrBadState
 	}
@@ -262,6 +270,10 @@ func (p *Plan) clearState() {
 	}
 	if p.band != nil {
 		clear(p.band.states)
+	}
+	if p.online != nil {
+		clear(p.online.states)
+		p.online.cur = nil
 	}
 	p.live, p.tombstones = 0, 0
 	p.wm, p.maxT, p.started = 0, 0, false

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -83,7 +84,7 @@ func (s *agentStatus) Status() api.Status {
 	for i, f := range s.forwards {
 		fs := f.Status()
 		u := api.Uplink{Name: fs.Uplink, State: fs.State.String(), Connected: fs.Connected, Lag: fs.Lag,
-			Backlog: fs.Backlog, Delivered: fs.Delivered, Failures: fs.Failures, LastError: fs.LastError}
+			Backlog: fs.Backlog, Delivered: fs.Delivered, Failures: fs.Failures, Rejected: fs.Rejected, LastError: fs.LastError}
 		if !fs.LastErrorAt.IsZero() {
 			at := fs.LastErrorAt
 			u.LastErrorAt = &at
@@ -208,6 +209,21 @@ func deadLetterHook(srv *api.Server) func(input string, dl pipeline.DeadLetter) 
 	}
 	return func(input string, dl pipeline.DeadLetter) {
 		srv.DeadLetter(api.DeadLetter{Input: input, Topic: dl.Topic, Reason: dl.Reason, Sample: dl.Sample, Time: dl.Time})
+	}
+}
+
+// rejectHook returns the forwarder's hook for entries the upstream rejected
+// for good: each becomes a dead letter of the input "uplink:<name>", with
+// the rule as its topic, so the status API and dashboard show it beside the
+// inputs' ones. Nil without a server.
+func rejectHook(srv *api.Server, uplink string) func(e *buffer.Entry, err error) {
+	if srv == nil {
+		return nil
+	}
+	return func(e *buffer.Entry, err error) {
+		sample := e.Payload[:min(len(e.Payload), 256)]
+		srv.DeadLetter(api.DeadLetter{Input: "uplink:" + uplink, Topic: e.Rule, Reason: err.Error(),
+			Sample: strings.ToValidUTF8(string(sample), "?"), Time: time.Now()})
 	}
 }
 

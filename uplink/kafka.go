@@ -39,6 +39,15 @@ const (
 // Kafka topic name. Retrying such an entry cannot succeed.
 var ErrInvalidTopic = errors.New("invalid topic")
 
+// ErrRecordTooLarge is wrapped by the error of a delivery whose record is
+// larger than a produce batch may be (franz-go's default, about 1 MB).
+var ErrRecordTooLarge = errors.New("record larger than a Kafka batch may be")
+
+// kafkaMaxRecordBytes bounds one record's value and key: franz-go's default
+// ProducerBatchMaxBytes (1,000,012) less room for the batch and record
+// headers.
+const kafkaMaxRecordBytes = 1_000_012 - 512
+
 // Compression names a Kafka batch compression codec, as it appears in config.
 type Compression string
 
@@ -314,9 +323,12 @@ func (k *Kafka) Connected() bool { return k.Connections.Load() > 0 }
 
 // Deliver produces every entry of batch and returns nil when the brokers
 // acknowledged all of them (acks=all). Otherwise it returns an error naming
-// the first failed entry and wrapping the cause: ErrInvalidTopic, the
-// broker's error, kgo.ErrRecordTimeout after the delivery timeout, or
-// ctx.Err(). It always waits until the client is done with every record of
+// the first failed entry and wrapping the cause: ErrInvalidTopic or
+// ErrRecordTooLarge (both in a PermanentError), the broker's error,
+// kgo.ErrRecordTimeout after the delivery timeout, or ctx.Err(). A topic
+// whose max.message.bytes is below the record's size fails the whole
+// produce batch on the broker, so that is retried like other broker errors.
+// It always waits until the client is done with every record of
 // the batch, so a failed batch may be sent again at once.
 func (k *Kafka) Deliver(ctx context.Context, batch []buffer.Entry) error {
 	if len(batch) == 0 {
@@ -346,7 +358,13 @@ func (k *Kafka) Deliver(ctx context.Context, batch []buffer.Entry) error {
 		e := &batch[i]
 		topic, terr := k.topicOf(e.Rule)
 		if terr != nil {
-			err = fmt.Errorf("kafka %s: produce seq %d: %w", k.name, e.Seq, terr)
+			err = permanent(e.Seq, fmt.Errorf("kafka %s: produce seq %d: %w", k.name, e.Seq, terr))
+			break
+		}
+		if sz := len(k.env.prefix) + 21 + len(e.Payload) + len(e.Key); sz > kafkaMaxRecordBytes {
+			// The client would fail it (larger than a produce batch may be)
+			// on every attempt.
+			err = permanent(e.Seq, fmt.Errorf("kafka %s: produce seq %d: %d bytes: %w", k.name, e.Seq, sz, ErrRecordTooLarge))
 			break
 		}
 		start := len(slab)

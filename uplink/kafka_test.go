@@ -356,9 +356,28 @@ func TestKafkaInvalidTopic(t *testing.T) {
 			}
 			continue
 		}
-		if err := k.Deliver(ctx, entries(1, 3, rule)); !errors.Is(err, ErrInvalidTopic) {
-			t.Errorf("rule %q: Deliver returned %v, want ErrInvalidTopic", rule, err)
+		err := k.Deliver(ctx, entries(1, 3, rule))
+		if p, ok := IsPermanent(err); !ok || p.Seq != 1 || !errors.Is(err, ErrInvalidTopic) {
+			t.Errorf("rule %q: Deliver returned %v, want ErrInvalidTopic for seq 1 in a PermanentError", rule, err)
 		}
+	}
+}
+
+// TestKafkaRecordTooLarge: a record the client could never produce is named
+// in a PermanentError; the records before it are delivered.
+func TestKafkaRecordTooLarge(t *testing.T) {
+	c := startKafka(t)
+	k := newTestKafka(t, c.ListenAddrs())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	batch := entries(1, 4, "r0")
+	batch[2].Payload = fmt.Appendf(nil, `{"pad":%q}`, make([]byte, kafkaMaxRecordBytes))
+	err := k.Deliver(ctx, batch)
+	if p, ok := IsPermanent(err); !ok || p.Seq != 3 || !errors.Is(err, ErrRecordTooLarge) {
+		t.Fatalf("Deliver returned %v, want ErrRecordTooLarge for seq 3 in a PermanentError", err)
+	}
+	if got := k.Published.Load(); got != 2 {
+		t.Errorf("Published = %d, want the 2 records before it", got)
 	}
 }
 

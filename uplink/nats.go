@@ -363,7 +363,7 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 		e := &batch[i]
 		rt, err := n.route(ctx, now, e.Rule)
 		if err != nil {
-			return fmt.Errorf("nats %s: publish seq %d: %w", n.name, e.Seq, err)
+			return n.routeErr(e.Seq, err)
 		}
 
 		start := len(slab)
@@ -405,7 +405,7 @@ func (n *NATS) send(ctx context.Context, st *publishState, rt *natsRoute, msg *n
 		}
 		msg.Header[jetstream.MsgIDHeader] = []string{msgID}
 		if err := n.nc.PublishMsg(msg); err != nil {
-			return n.publishErr(first, rt.subject, err)
+			return n.publishErr(first, records, rt.subject, err)
 		}
 		st.coreN += uint64(records)
 		st.coreLast = last
@@ -420,7 +420,7 @@ func (n *NATS) send(ctx context.Context, st *publishState, rt *natsRoute, msg *n
 	}
 	fut, err := n.js.PublishMsgAsync(msg, jetstream.WithMsgID(msgID), jetstream.WithStallWait(n.ackTimeout))
 	if err != nil {
-		return n.publishErr(first, rt.subject, err)
+		return n.publishErr(first, records, rt.subject, err)
 	}
 	n.pending = append(n.pending, natsPending{fut: fut, seq: first, records: records, subject: rt.subject})
 	return nil
@@ -493,23 +493,39 @@ func (n *NATS) await(ctx context.Context, p natsPending) error {
 		}
 		return nil
 	case err := <-p.fut.Err():
-		return n.publishErr(p.seq, p.subject, err)
+		return n.publishErr(p.seq, p.records, p.subject, err)
 	case <-ctx.Done():
-		return n.publishErr(p.seq, p.subject, ctx.Err())
+		return n.publishErr(p.seq, p.records, p.subject, ctx.Err())
 	case <-timeout:
-		return n.publishErr(p.seq, p.subject, jetstream.ErrAsyncPublishTimeout)
+		return n.publishErr(p.seq, p.records, p.subject, jetstream.ErrAsyncPublishTimeout)
 	}
 }
 
-// publishErr builds the error of a failed publish and forgets the subject's
-// stream, so that the next batch asks again (the stream may be gone).
-func (n *NATS) publishErr(seq uint64, subject string, err error) error {
+// publishErr builds the error of a failed publish of records entries from
+// seq on and forgets the subject's stream, so that the next batch asks again
+// (the stream may be gone). A message of one entry that is too large for the
+// server or the stream is a PermanentError: no retry can deliver it.
+func (n *NATS) publishErr(seq uint64, records int, subject string, err error) error {
 	for r, rt := range n.routes {
 		if rt.subject == subject {
 			delete(n.routes, r)
 		}
 	}
-	return fmt.Errorf("nats %s: publish seq %d to %s: %w", n.name, seq, subject, notConnected(err))
+	err = fmt.Errorf("nats %s: publish seq %d to %s: %w", n.name, seq, subject, notConnected(err))
+	if records == 1 && (errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum)) {
+		return permanent(seq, err)
+	}
+	return err
+}
+
+// routeErr builds the error of an entry whose subject could not be found;
+// an invalid subject is a PermanentError.
+func (n *NATS) routeErr(seq uint64, err error) error {
+	err = fmt.Errorf("nats %s: publish seq %d: %w", n.name, seq, err)
+	if errors.Is(err, ErrInvalidSubject) {
+		return permanent(seq, err)
+	}
+	return err
 }
 
 // notConnected replaces the client's error for a publish while it is

@@ -526,3 +526,37 @@ func BenchmarkNATSDeliverJetStream(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batchSize), "ns/entry")
 }
+
+// TestNATSPermanentErrors: an entry no retry can deliver is named in a
+// PermanentError (the forwarder sets it aside); a server that is down is not
+// permanent.
+func TestNATSPermanentErrors(t *testing.T) {
+	s := startServer(t, -1, true, t.TempDir())
+	_, js := connect(t, s.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "SMALL", Subjects: []string{"sluice.>"}, MaxMsgSize: 512}); err != nil {
+		t.Fatal(err)
+	}
+	u := newTestNATS(t, s.ClientURL())
+	eventually(t, 10*time.Second, "connected", u.Connected)
+
+	batch := entries(1, 5, "r0")
+	batch[3].Payload = fmt.Appendf(nil, `{"pad":%q}`, make([]byte, 1000))
+	err := u.Deliver(ctx, batch)
+	if p, ok := IsPermanent(err); !ok || p.Seq != 4 || !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+		t.Errorf("too large for the stream: %v, want a PermanentError for seq 4", err)
+	}
+	err = u.Deliver(ctx, entries(7, 3, "bad subject"))
+	if p, ok := IsPermanent(err); !ok || p.Seq != 7 || !errors.Is(err, ErrInvalidSubject) {
+		t.Errorf("invalid subject: %v, want a PermanentError for seq 7", err)
+	}
+
+	s.Shutdown()
+	s.WaitForShutdown()
+	eventually(t, 10*time.Second, "disconnected", func() bool { return !u.Connected() })
+	err = u.Deliver(ctx, entries(10, 2, "r0"))
+	if _, ok := IsPermanent(err); err == nil || ok {
+		t.Errorf("server down: %v, want a transient error", err)
+	}
+}

@@ -127,7 +127,7 @@ func (n *NATS) deliverPacked(ctx context.Context, now time.Time, batch []buffer.
 		e := &batch[i]
 		rt, err := n.route(ctx, now, e.Rule)
 		if err != nil {
-			return fmt.Errorf("nats %s: publish seq %d: %w", n.name, e.Seq, err)
+			return n.routeErr(e.Seq, err)
 		}
 		p := pk.open[rt.subject]
 		if p == nil {

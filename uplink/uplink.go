@@ -4,6 +4,7 @@ package uplink
 
 import (
 	"context"
+	"errors"
 
 	"github.com/sluiceio/sluice/buffer"
 )
@@ -19,4 +20,28 @@ type Uplink interface {
 	Name() string
 	Deliver(ctx context.Context, batch []buffer.Entry) error
 	Close() error
+}
+
+// PermanentError is the error of a delivery that failed for one entry in a
+// way no retry can mend: the upstream rejected the entry for what it is (its
+// subject or topic is invalid, it is larger than the upstream accepts).
+// Other entries of the batch may or may not have been delivered. The
+// forwarder sets such an entry aside as rejected and delivers the rest,
+// rather than retrying forever behind it.
+type PermanentError struct {
+	Seq uint64 // the entry's
+	Err error
+}
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// permanent wraps err, the failure of the entry seq, as a PermanentError.
+func permanent(seq uint64, err error) error { return &PermanentError{Seq: seq, Err: err} }
+
+// IsPermanent reports whether err is a PermanentError and returns it.
+func IsPermanent(err error) (*PermanentError, bool) {
+	var p *PermanentError
+	ok := errors.As(err, &p)
+	return p, ok
 }

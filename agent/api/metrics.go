@@ -132,6 +132,8 @@ var families = []family{
 		perUplink(func(u *Uplink) float64 { return float64(u.Delivered) })},
 	{Metric{"sluice_uplink_failures_total", "counter", "uplink", "Failed deliveries (each retried)."},
 		perUplink(func(u *Uplink) float64 { return float64(u.Failures) })},
+	{Metric{"sluice_uplink_rejected_total", "counter", "uplink", "Entries the upstream refused for good (invalid subject or topic, too large), set aside as dead letters."},
+		perUplink(func(u *Uplink) float64 { return float64(u.Rejected) })},
 
 	{Metric{"sluice_buffer_open", "gauge", "", "1 while the buffer file is open."},
 		one(func(st *Status) float64 { return b2f(st.Buffer.Open) })},

@@ -68,6 +68,7 @@ type Uplink struct {
 	Backlog     bool       `json:"backlog"`
 	Delivered   uint64     `json:"delivered"`
 	Failures    uint64     `json:"failures"`
+	Rejected    uint64     `json:"rejected"` // entries refused for good (see the dead letters)
 	LastError   string     `json:"last_error,omitempty"`
 	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
 	Rate        float64    `json:"rate"` // entries delivered per second

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,7 @@ type Status struct {
 	Backlog     bool      // a backlog is draining beside live entries
 	Delivered   uint64
 	Failures    uint64
+	Rejected    uint64 // entries the upstream rejected for good, set aside
 }
 
 // Forwarder moves entries from the buffer to one uplink: it reads batches from
@@ -136,6 +138,10 @@ type Forwarder struct {
 	// again because the live lane was reset (see Forwarder).
 	Splits atomic.Uint64
 	Resent atomic.Uint64
+	// Rejected counts entries the uplink refused for good (a
+	// uplink.PermanentError: an invalid subject, a record too large): they
+	// are set aside, reported to the OnReject hook, and the rest goes on.
+	Rejected atomic.Uint64
 
 	cfg     forwardConfig
 	hasCfg  bool
@@ -157,6 +163,7 @@ type forwardConfig struct {
 	split      int // backlog in entries that splits; <0: never; 0: default
 	log        *slog.Logger
 	onAck      func(buffer.Position)
+	onReject   func(e *buffer.Entry, err error)
 }
 
 // ForwarderOption configures NewForwarder.
@@ -175,6 +182,12 @@ func WithBatch(records, bytes int, linger time.Duration) ForwarderOption {
 		}
 		c.linger = max(linger, 0)
 	}
+}
+
+// WithOnReject sets a function called, on the forwarder's goroutine, for
+// every entry the uplink rejected for good; e is valid only during the call.
+func WithOnReject(fn func(e *buffer.Entry, err error)) ForwarderOption {
+	return func(c *forwardConfig) { c.onReject = fn }
 }
 
 // WithRateLimit caps delivery at bytesPerSecond estimated wire bytes (0: no
@@ -259,6 +272,7 @@ func (f *Forwarder) Status() Status {
 		Backlog:   f.backlog.Load(),
 		Delivered: f.Delivered.Load(),
 		Failures:  f.Failures.Load(),
+		Rejected:  f.Rejected.Load(),
 	}
 	if c, ok := f.Uplink.(interface{ Connected() bool }); ok {
 		s.Connected = c.Connected()
@@ -310,6 +324,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		backoff     time.Duration
 		liveSent    uint64 // entries the live lane delivered since the split
 		lastAttempt bool   // the last round attempted a delivery that failed
+		// rejected are the entries the uplink refused for good, left out
+		// of batches until the cursor of their priority passed them.
+		rejected = map[uint64]buffer.Priority{}
 	)
 	fail := func(what string, err error, args ...any) {
 		f.setErr(err)
@@ -343,6 +360,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			fail("read buffer", err)
 			continue
 		}
+		if len(rejected) > 0 {
+			batch = slices.DeleteFunc(batch, func(e buffer.Entry) bool { _, ok := rejected[e.Seq]; return ok })
+		}
 		if len(batch) > 0 {
 			if lim != nil {
 				if err := reserve(ctx, lim, bytes); err != nil {
@@ -352,6 +372,22 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			if err := f.Uplink.Deliver(ctx, batch); err != nil {
 				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 					return nil
+				}
+				if perm, ok := uplink.IsPermanent(err); ok {
+					if i := slices.IndexFunc(batch, func(e buffer.Entry) bool { return e.Seq == perm.Seq }); i >= 0 {
+						// Retrying cannot deliver it: set it aside and send
+						// the rest at once (what went before it is dropped
+						// as duplicates or sent again, as after any failure).
+						e := &batch[i]
+						rejected[e.Seq] = e.Priority
+						f.Rejected.Add(1)
+						f.setErr(err)
+						log.Error("upstream rejected an entry for good: set aside", "seq", e.Seq, "rule", e.Rule, "err", err)
+						if cfg.onReject != nil {
+							cfg.onReject(e, err)
+						}
+						continue
+					}
 				}
 				f.Failures.Add(1)
 				lastAttempt = true
@@ -392,6 +428,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				continue
 			}
 			cursor = ln.back
+			for seq, p := range rejected {
+				if seq <= cursor.High && p == buffer.PriorityHigh || seq <= cursor.Normal && p != buffer.PriorityHigh {
+					delete(rejected, seq)
+				}
+			}
 			if cfg.onAck != nil {
 				cfg.onAck(cursor)
 			}

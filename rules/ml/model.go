@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -459,4 +460,35 @@ func (m *Model) Label(c int) (string, bool) {
 		return m.classes[c], true
 	}
 	return "", false
+}
+
+// ParseModels loads a config's models (name → JSON form) and returns every
+// bad one: the error joins one *ModelError per model, in name order, each
+// with Field "models.<name>.<field>" as a config path.
+func ParseModels(specs map[string][]byte) (map[string]*Model, error) {
+	names := make([]string, 0, len(specs))
+	for n := range specs {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make(map[string]*Model, len(specs))
+	var errs []error
+	for _, n := range names {
+		m, err := ParseModel(n, specs[n])
+		if err != nil {
+			var me *ModelError
+			errors.As(err, &me)
+			path := "models." + n
+			if me.Field != "" {
+				path += "." + me.Field
+			}
+			errs = append(errs, &ModelError{Model: n, Field: path, Err: me.Err})
+			continue
+		}
+		out[n] = m
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return out, nil
 }

@@ -188,3 +188,19 @@ func TestDetectorsRestoreExactly(t *testing.T) {
 		}
 	}
 }
+
+func TestParseModelsNamesConfigPaths(t *testing.T) {
+	ms, err := ParseModels(map[string][]byte{
+		"good": []byte(`{"kind":"linear","features":["a"],"weights":[1]}`),
+		"b1":   []byte(`{"kind":"linear","features":["a"],"weights":[]}`),
+		"b2":   []byte(`{"kind":"x","features":["a"]}`),
+	})
+	want := "model \"b1\": models.b1.weights: has 0 weights for 1 features\nmodel \"b2\": models.b2.kind: unknown kind \"x\": linear, logistic or trees"
+	if err == nil || err.Error() != want || ms != nil {
+		t.Errorf("got %v\nwant %s", err, want)
+	}
+	ms, err = ParseModels(map[string][]byte{"good": []byte(`{"kind":"linear","features":["a"],"weights":[1]}`)})
+	if err != nil || ms["good"] == nil {
+		t.Errorf("good model: %v", err)
+	}
+}

@@ -16,10 +16,13 @@ import "math"
 //     when another novelty came within 10 points), so a stream that keeps
 //     changing does not keep alarming; the score is the views' mean.
 //
-// On NAB this scored better than windowed Gaussians, forecast-error
-// likelihoods and single views (see the package nab tests and README). The
-// first values (warmUp) score 0 while the range forms. Memory is fixed:
-// Size bytes per detector whatever the stream's length.
+// Measured on the 41-file NAB subset in testdata/nab (standard profile):
+// NAB's windowed Gaussian 39.1, spatial novelty alone 57, spatial novelty
+// with a Numenta-style likelihood of forecast errors 58, one view 57 to 68.6
+// depending on levels and k, the mean of these three views 69.2. The first
+// values (warmUp) score 0 while the range forms. Memory is fixed: Size bytes
+// per detector whatever the stream's length. The range only widens, so one
+// wild value coarsens the levels for good.
 type Anomaly struct {
 	n        uint64
 	min, max float64

@@ -108,7 +108,7 @@ func (r *controlRuntime) TestRule(_ context.Context, rule json.RawMessage, recor
 	if err := dec.Decode(&cr); err != nil {
 		return nil, fmt.Errorf("test-rule: rule: %w", err)
 	}
-	plan, err := rules.Compile(cr.Spec())
+	plan, err := cr.Compile()
 	if err != nil {
 		return nil, fmt.Errorf("test-rule: %w", err)
 	}

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/rules/ml/nab"
 )
 
 // version is stamped at build time: -ldflags "-X main.version=...".
@@ -37,6 +38,8 @@ commands:
   test-rule --rule FILE --input records.jsonl
                            run rules over JSON lines and print their outputs
   selftest                 run the whole pipeline on this machine with a known load; exit 0 when it is exact
+  nab --data DIR [--windows FILE]
+                           score anomaly_score on NAB-format series (NAB's standard profile)
   version                  print the version
 `
 
@@ -101,6 +104,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return ctlMain(args, stdout, stderr)
 	case "test-rule":
 		return testRule(args, stdout, stderr)
+	case "nab":
+		return nab.Main(args, stdout, stderr)
 	case "selftest":
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()

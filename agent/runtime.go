@@ -20,7 +20,6 @@ import (
 	"github.com/sluiceio/sluice/agent/ingest"
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
-	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/uplink"
 )
 
@@ -110,15 +109,19 @@ func (a *agent) Apply(cfg *config.Config) error {
 }
 
 // changedRules names the rules of old that next removes or defines
-// differently.
+// differently, or that call models next changes.
 func changedRules(old, next *config.Config) []string {
 	byName := map[string]config.Rule{}
 	for _, r := range next.Rules {
 		byName[r.Name] = r
 	}
+	// A rule that calls a model is changed when the models are: its plan
+	// holds the old ones.
+	modelsChanged := !reflect.DeepEqual(old.Models, next.Models)
 	var names []string
 	for _, r := range old.Rules {
-		if n, ok := byName[r.Name]; !ok || !reflect.DeepEqual(n.Spec(), r.Spec()) || n.From != r.From {
+		if n, ok := byName[r.Name]; !ok || !reflect.DeepEqual(n.Spec(), r.Spec()) || n.From != r.From ||
+			modelsChanged && (r.UsesModels() || n.UsesModels()) {
 			names = append(names, r.Name)
 		}
 	}
@@ -215,7 +218,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		g.inIndex[in.Name] = i
 	}
 	for _, r := range cfg.Rules {
-		plan, err := rules.Compile(r.Spec())
+		plan, err := r.Compile()
 		if err != nil {
 			return nil, err // validated already; the error names the rule
 		}
@@ -531,7 +534,7 @@ func (g *generation) reconfigure(next *config.Config) error {
 			rs = append(rs, &pipeline.Rule{Plan: old.Plan, Input: index[r.From], To: r.To, Priority: prio})
 			continue
 		}
-		plan, err := rules.Compile(r.Spec())
+		plan, err := r.Compile()
 		if err != nil {
 			return err
 		}

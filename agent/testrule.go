@@ -111,7 +111,7 @@ func loadTestRules(path string) ([]*rules.Plan, error) {
 	}
 	var plans []*rules.Plan
 	for _, r := range list {
-		p, err := rules.Compile(r.Spec())
+		p, err := r.Compile()
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}

@@ -28,6 +28,7 @@ type Config struct {
 	Broker  *Broker           `yaml:"broker"`   // optional built-in MQTT broker
 	Inputs  []Input           `yaml:"inputs"`
 	Rules   []Rule            `yaml:"rules"`
+	Models  map[string]any    `yaml:"models"` // for predict and classify: name → rules/ml's JSON form (models.go)
 	Uplinks []Uplink          `yaml:"uplinks"`
 	Buffer  Buffer            `yaml:"buffer"`
 	Log     Log               `yaml:"log"`

@@ -9,6 +9,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluiceio/sluice/rules"
+	"github.com/sluiceio/sluice/rules/ml"
 )
 
 // Rule is one rule in its structured form, or a query in sql (then where,
@@ -31,6 +32,8 @@ type Rule struct {
 	Priority  string        `yaml:"priority"` // high or normal; default high for alerts and patterns
 	MaxGroups int           `yaml:"max_groups"`
 	To        []string      `yaml:"to"` // uplink names; empty: every uplink
+
+	models map[string]*ml.Model // the config's, set by validation
 }
 
 // Window is a rule's window: exactly one of its kinds.
@@ -147,7 +150,7 @@ func (c *Config) validateRules(add func(path, format string, args ...any), check
 			if r.Where != "" || len(r.GroupBy) > 0 || r.Window != nil || r.EventTime != nil || len(r.Select) > 0 || r.Having != "" {
 				add(p+".sql", "a rule is a query or has where, group_by, window, event_time, select and having; not both")
 			}
-			s, err := rules.ParseSQL(r.Name, r.SQL)
+			s, err := rules.ParseSQLWith(r.Name, r.SQL, r.options())
 			if err != nil {
 				sqlOK = false
 				var se *rules.SpecError
@@ -184,7 +187,7 @@ func (c *Config) validateRules(add func(path, format string, args ...any), check
 		if !sqlOK {
 			continue
 		}
-		if _, err := rules.Compile(r.Spec()); err != nil {
+		if _, err := r.Compile(); err != nil {
 			var se *rules.SpecError
 			if errors.As(err, &se) {
 				add(p+"."+r.fieldPath(se.Field), "%v", se.Err)
@@ -244,7 +247,7 @@ func (r *Rule) Spec() rules.Spec {
 	s := rules.Spec{Name: r.Name, From: r.From, Where: r.Where, GroupBy: r.GroupBy, Having: r.Having,
 		MaxGroups: r.MaxGroups, Drop: r.Drop, Dedup: r.Dedup}
 	if r.SQL != "" {
-		q, err := rules.ParseSQL(r.Name, r.SQL)
+		q, err := rules.ParseSQLWith(r.Name, r.SQL, r.options())
 		if err != nil {
 			q = rules.Spec{Name: r.Name, Where: "("} // fails to compile, as the query did
 		}

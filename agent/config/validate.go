@@ -93,6 +93,7 @@ func (c *Config) validate(wordBits int) Errors {
 			c.Buffer.MaxBytes>>20, maxBytes32>>20)
 	}
 
+	c.validateModels(add)
 	c.validateRules(add, checkName, inputs, uplinks)
 	c.validateAPI(add)
 	c.validateControl(add)

@@ -7,7 +7,7 @@
 //	firmware-sim [--broker tcp://127.0.0.1:1883] [--devices 50] [--rate 100]
 //	             [--duration 0] [--count 0] [--qos 0|1] [--topic sensors/{device}/telemetry]
 //	             [--seed 1] [--client-id firmware-sim-<pid>] [--connections 1]
-//	             [--quiet] [--values-out FILE] [--start-ts-ms MS]
+//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS]
 //	             [--scenario FILE] [--profile temphum:6,vibration:2,power:1,door:1,motion:1,gps:1]
 //	             [--burst N] [--spike P] [--shift P] [--stuck P] [--malformed P]
 //	             [--duplicate P] [--skew-devices F] [--storm-every D --storm-down D]
@@ -41,6 +41,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ type config struct {
 	Connections int
 	Quiet       bool
 	ValuesOut   string
+	AckedOut    string
 	StartTSMs   int64 // used when StartTSSet; otherwise the ts field starts now
 	StartTSSet  bool
 
@@ -157,6 +159,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.Connections, "connections", 1, "number of MQTT connections the devices are spread over")
 	fs.BoolVar(&cfg.Quiet, "quiet", false, "no progress line, only the summary")
 	fs.StringVar(&cfg.ValuesOut, "values-out", "", "write a line `device value` (the primary value: temperature for W1) per well-formed sent message to this file")
+	fs.StringVar(&cfg.AckedOut, "acked-out", "", "at QoS 1, write a line `device ts` per message the broker acknowledged (ts: the payload's, in ms)")
 	fs.Int64Var(&cfg.StartTSMs, "start-ts-ms", 0, "ts of the first message in Unix ms (default: now); ts advances by the schedule")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario file (YAML) with the options of a run; flags given override it")
 	fs.StringVar(&cfg.ProfileSpec, "profile", "", "device profiles: temphum (default), vibration, power, door, motion, gps, a mix name:weight,... or all")
@@ -331,6 +334,36 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 	}
 
 	pub := newPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), con.Logf, filter, onCmd)
+	if cfg.AckedOut != "" {
+		f, err := os.Create(cfg.AckedOut)
+		if err != nil {
+			return sum, fmt.Errorf("open acked file: %w", err)
+		}
+		w := bufio.NewWriterSize(f, 64<<10)
+		var mu sync.Mutex // one acker goroutine per connection
+		var line []byte
+		pub.onAck = func(dev int, ts int64) {
+			mu.Lock()
+			line = append(line[:0], fleet.Name(dev)...)
+			line = append(line, ' ')
+			line = strconv.AppendInt(line, ts, 10)
+			line = append(line, '\n')
+			w.Write(line)
+			mu.Unlock()
+		}
+		// Runs after pub.Close below (closers run at return), when the
+		// ackers are done.
+		closers = append(closers, func() error {
+			err := w.Flush()
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return fmt.Errorf("write acked file: %w", err)
+			}
+			return nil
+		})
+	}
 	if err := pub.Connect(ctx); err != nil {
 		return sum, err
 	}
@@ -439,7 +472,7 @@ send:
 			var err error
 			published := 0
 			for range n {
-				if err = pub.Publish(ctx, ci, topic, buf); err != nil {
+				if err = pub.Publish(ctx, ci, topic, buf, r.Device, ts); err != nil {
 					break
 				}
 				published++

@@ -24,9 +24,15 @@ const (
 	slabSize       = 64 << 10
 )
 
-// ErrNotConnected is counted for a QoS 0 message offered while its
-// connection is down: paho would drop it silently.
-var ErrNotConnected = errors.New("connection is down, QoS 0 message dropped")
+// ErrNotConnected is counted for a message offered while its connection is
+// down: paho would drop it silently (QoS 0 at once, QoS 1 on reconnect).
+var ErrNotConnected = errors.New("connection is down, message dropped")
+
+// ErrLostOnReconnect is counted for a QoS 1 message still unacknowledged
+// when its connection was lost: with a clean session paho drops what was in
+// flight on reconnect and never completes its token, so waiting for
+// AckTimeout would only stall the send loop.
+var ErrLostOnReconnect = errors.New("in flight when the connection was lost")
 
 // ErrAckTimeout is counted for a QoS 1 message not acknowledged within
 // AckTimeout, or not by the end of the shutdown grace period.
@@ -35,6 +41,9 @@ var ErrAckTimeout = errors.New("no PUBACK in time")
 type pendingAck struct {
 	tok      mqtt.Token
 	deadline time.Time
+	lost     <-chan struct{} // closed when the connection it was sent on is lost
+	dev      int             // the device and message time, for onAck
+	ts       int64
 }
 
 type conn struct {
@@ -47,6 +56,25 @@ type conn struct {
 	// down is set by the send loop when a storm takes the connection down
 	// and cleared by the flap goroutine once it is connected again.
 	down atomic.Bool
+
+	mu   sync.Mutex
+	lost chan struct{} // closed and replaced each time the connection is lost
+}
+
+// connectionLost is called when the connection drops: what is in flight
+// can no longer be acknowledged (clean session).
+func (c *conn) connectionLost() {
+	c.mu.Lock()
+	close(c.lost)
+	c.lost = make(chan struct{})
+	c.mu.Unlock()
+}
+
+// epoch returns a channel that is closed when the connection is next lost.
+func (c *conn) epoch() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lost
 }
 
 // publisher spreads messages over one or more MQTT connections and counts
@@ -69,6 +97,10 @@ type publisher struct {
 	firstErrMsg       atomic.Pointer[string]
 
 	slab []byte // payload copies are carved from here; paho keeps the slice
+
+	// onAck, if set, is called with the device and message time of every
+	// QoS 1 message the broker acknowledged, from the acker goroutines.
+	onAck func(dev int, ts int64)
 
 	cmdFilter  string
 	subscribed chan struct{} // closed when the first command subscription is in place
@@ -96,6 +128,7 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 		if n > 1 {
 			id = fmt.Sprintf("%s-%d", clientID, i)
 		}
+		c := &conn{id: id, lost: make(chan struct{})}
 		opts := mqtt.NewClientOptions().
 			AddBroker(broker).
 			SetClientID(id).
@@ -109,6 +142,7 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 			SetKeepAlive(30 * time.Second).
 			SetOrderMatters(false).
 			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+				c.connectionLost()
 				logf("connection %s to %s lost: %v", id, broker, err)
 			}).
 			SetReconnectingHandler(func(mqtt.Client, *mqtt.ClientOptions) {
@@ -136,7 +170,7 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 				}()
 			})
 		}
-		c := &conn{id: id, client: mqtt.NewClient(opts)}
+		c.client = mqtt.NewClient(opts)
 		if qos > 0 {
 			c.slots = make(chan struct{}, MaxInflight)
 			c.pending = make(chan pendingAck, MaxInflight)
@@ -187,15 +221,19 @@ func (p *publisher) Connect(ctx context.Context) error {
 	return nil
 }
 
-// Publish hands one message to connection i. It copies payload. A failure to
+// Publish hands one message to connection i. It copies payload; dev and ts
+// (the device and message time) are only passed to onAck. A failure to
 // publish is counted and returned; the only error that is not counted is
-// ctx's, returned when ctx is done while waiting for a QoS 1 slot.
-func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []byte) error {
+// ctx's, returned when ctx is done while waiting for a QoS 1 slot. A message
+// offered while the connection is down (the broker is gone and paho is
+// reconnecting) fails at once at either QoS, as it would be dropped on
+// reconnect: with a clean session paho clears what it stored meanwhile.
+func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []byte, dev int, ts int64) error {
 	c := p.conns[i]
+	if !c.client.IsConnectionOpen() {
+		return p.fail(ErrNotConnected)
+	}
 	if p.qos == 0 {
-		if !c.client.IsConnectionOpen() {
-			return p.fail(ErrNotConnected)
-		}
 		tok := c.client.Publish(topic, 0, false, p.copy(payload))
 		select {
 		case <-tok.Done(): // usually not yet: QoS 0 completes once written
@@ -214,6 +252,7 @@ func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	lost := c.epoch() // taken before the publish, which a loss after it may drop
 	tok := c.client.Publish(topic, p.qos, false, p.copy(payload))
 	select {
 	case <-tok.Done():
@@ -225,7 +264,7 @@ func (p *publisher) Publish(ctx context.Context, i int, topic string, payload []
 	}
 	p.sent.Add(1)
 	c.last = tok
-	c.pending <- pendingAck{tok: tok, deadline: time.Now().Add(AckTimeout)}
+	c.pending <- pendingAck{tok: tok, deadline: time.Now().Add(AckTimeout), lost: lost, dev: dev, ts: ts}
 	return nil
 }
 
@@ -290,7 +329,8 @@ func (p *publisher) Reply(topic string, payload []byte) {
 }
 
 // ack settles the QoS 1 tokens of c in publish order until c.pending is
-// closed, giving each until its deadline or until p.abort.
+// closed, giving each until its deadline, until p.abort or until the
+// connection it was sent on is lost.
 func (p *publisher) ack(c *conn) {
 	defer close(c.ackDone)
 	var timer *time.Timer
@@ -308,6 +348,7 @@ func (p *publisher) ack(c *conn) {
 			case <-pa.tok.Done():
 			case <-timer.C:
 			case <-p.abort:
+			case <-pa.lost:
 			}
 		}
 		select {
@@ -316,7 +357,12 @@ func (p *publisher) ack(c *conn) {
 				p.fail(err)
 			} else {
 				p.acked.Add(1)
+				if p.onAck != nil {
+					p.onAck(pa.dev, pa.ts)
+				}
 			}
+		case <-pa.lost:
+			p.fail(ErrLostOnReconnect)
 		default:
 			p.fail(ErrAckTimeout)
 		}

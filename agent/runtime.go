@@ -161,6 +161,9 @@ type generation struct {
 	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
 	status   *agentStatus  // the API's view of this generation
 
+	dl     *deadLetterRouter // dead letters of inputs with dead_letters.to
+	dlStop func()            // stops dl's flusher and waits for it
+
 	stopSources, stopPipeline, stopForwarders context.CancelFunc
 	pipeDone                                  chan error
 	fwdWG                                     sync.WaitGroup
@@ -177,12 +180,15 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}), srv: srv, hooks: hooks, started: started, inIndex: map[string]int{},
 		closers: map[int]interface{ Close() }{}, httpIns: map[int]*ingest.HTTP{}, srcStop: map[int]context.CancelFunc{},
 		fwdStop: map[string]func(){}, upIndex: map[string]int{},
-		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}}
+		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}, dlStop: func() {}}
 	defer func() {
 		if err != nil {
 			g.stop()
 		}
 	}()
+	if errs := cfg.ValidateDeadLetterRoutes(); len(errs) > 0 {
+		return nil, errs
+	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Buffer.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
@@ -209,7 +215,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 
 	inputIndex := map[string]int{}
 	for i, in := range cfg.Inputs {
-		pin, err := newPipelineInput(in)
+		pin, err := newPipelineInput(in, cfg.Gateway, cfg.Tags)
 		if err != nil {
 			return nil, err // validated already
 		}
@@ -217,6 +223,8 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		inputIndex[in.Name] = i
 		g.inIndex[in.Name] = i
 	}
+	g.dl = newDeadLetterRouter(g.buf, cfg.Tags, cfg.Buffer.CommitInterval, log)
+	g.dl.setRoutes(cfg.Inputs, g.pinsByName(g.inIndex, g.inputs))
 	for _, r := range cfg.Rules {
 		plan, err := r.Compile()
 		if err != nil {
@@ -229,9 +237,18 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		g.rules = append(g.rules, &pipeline.Rule{Plan: plan, Input: inputIndex[r.From], To: r.To, Priority: prio})
 	}
 	g.counters = newRuleCounters(g.rules)
+	onCommit, apiDeadLetter := g.counters.hook(srv), deadLetterHook(srv)
 	g.p = pipeline.New(g.buf, g.inputs, g.rules, pipeline.Options{
-		OnCommit:           g.counters.hook(srv),
-		OnDeadLetter:       deadLetterHook(srv),
+		OnCommit: func(entries []buffer.Entry, oldest time.Time, took time.Duration) {
+			onCommit(entries, oldest, took)
+			g.dl.flush() // before the acks of this commit go out
+		},
+		OnDeadLetter: func(input string, dl pipeline.DeadLetter) {
+			if apiDeadLetter != nil {
+				apiDeadLetter(input, dl)
+			}
+			g.dl.hook(input, dl)
+		},
 		Gateway:            cfg.Gateway,
 		Tags:               tagFields(cfg.Tags),
 		CommitInterval:     cfg.Buffer.CommitInterval,
@@ -250,6 +267,11 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 			return nil, err
 		}
 	}
+
+	dlCtx, dlCancel := context.WithCancel(context.Background())
+	dlDone := make(chan struct{})
+	go func() { defer close(dlDone); g.dl.run(dlCtx) }()
+	g.dlStop = func() { dlCancel(); <-dlDone; g.dl.flush() }
 
 	var pipeCtx context.Context
 	pipeCtx, g.stopPipeline = context.WithCancel(context.Background())
@@ -295,6 +317,7 @@ func (g *generation) stop() error {
 	if g.pipeDone != nil {
 		err = <-g.pipeDone
 	}
+	g.dlStop()
 	for _, s := range g.sources {
 		if s != nil {
 			s.Close()
@@ -329,6 +352,9 @@ func (g *generation) logTotals() {
 		}
 		g.log.Info("input totals", "input", in.Name, "received", received, "messages", in.Stats.Messages.Load(),
 			"dead_letters", in.Stats.DeadLetters.Load(), "duplicates", in.Stats.Duplicates.Load())
+	}
+	if g.dl != nil && g.dl.Routed.Load()+g.dl.Dropped.Load() > 0 {
+		g.log.Info("dead letters upstream", "routed", g.dl.Routed.Load(), "dropped", g.dl.Dropped.Load())
 	}
 	for _, r := range g.rules {
 		st := r.Plan.Stats
@@ -404,7 +430,7 @@ func (g *generation) startInput(i int, in config.Input) error {
 	src := ingest.NewMQTT(ingest.MQTTOptions{
 		Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
 		Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
-		ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, TLS: tlsCfg, Logger: g.log,
+		ReadCoalesce: *m.ReadCoalesce, MaxPayload: m.MaxPayload, MaxInflight: m.Inflight(), TLS: tlsCfg, Logger: g.log,
 	})
 	src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
 	if err := src.Start(ctx, g.p.In()); err != nil {
@@ -488,6 +514,9 @@ func sameFoundation(cur, next *config.Config) bool {
 // message boundary (emitting the windows of removed or changed rules), and
 // the new inputs and uplinks start.
 func (g *generation) reconfigure(next *config.Config) error {
+	if errs := next.ValidateDeadLetterRoutes(); len(errs) > 0 {
+		return errs
+	}
 	oldInputs := map[string]config.Input{}
 	for _, in := range g.cfg.Inputs {
 		oldInputs[in.Name] = in
@@ -504,7 +533,7 @@ func (g *generation) reconfigure(next *config.Config) error {
 			index[in.Name] = i
 			continue
 		}
-		pin, err := newPipelineInput(in)
+		pin, err := newPipelineInput(in, next.Gateway, next.Tags)
 		if err != nil {
 			return err
 		}
@@ -546,6 +575,9 @@ func (g *generation) reconfigure(next *config.Config) error {
 	for _, i := range stops {
 		g.stopInput(i)
 	}
+	// Routes first: a dead letter of a changed input between here and the
+	// swap goes upstream with its sample instead of its whole payload.
+	g.dl.setRoutes(next.Inputs, g.pinsByName(index, inputs))
 	if err := g.p.Reconfigure(context.Background(), inputs, rs, changed, restore); err != nil {
 		return err
 	}
@@ -598,17 +630,33 @@ func (g *generation) reconfigure(next *config.Config) error {
 	return nil
 }
 
-// newPipelineInput builds the input stage of one configured input.
-func newPipelineInput(in config.Input) (*pipeline.Input, error) {
+// pinsByName maps input names to their pipeline inputs.
+func (g *generation) pinsByName(index map[string]int, inputs []*pipeline.Input) map[string]*pipeline.Input {
+	m := make(map[string]*pipeline.Input, len(index))
+	for name, i := range index {
+		m[name] = inputs[i]
+	}
+	return m
+}
+
+// newPipelineInput builds the input stage of one configured input; gateway
+// and tags are the gateway tags it may add. An input whose dead letters go
+// upstream decodes through an ingest.Capture, which keeps the whole payload
+// of a failed record for the dead-letter router.
+func newPipelineInput(in config.Input, gateway string, tags map[string]string) (*pipeline.Input, error) {
 	dec, err := ingest.NewDecoder(in.Format, in.DecoderOptions())
 	if err != nil {
 		return nil, fmt.Errorf("input %s: %w", in.Name, err)
 	}
 	pin := &pipeline.Input{Name: in.Name, Decoder: dec}
-	if so := in.StageOptions(); so != nil {
+	if so := in.StageOptionsFor(gateway, tags); so != nil {
 		if pin.Stage, err = ingest.NewStage(*so); err != nil {
 			return nil, fmt.Errorf("input %s: %w", in.Name, err)
 		}
+	}
+	if in.DeadLetters != nil {
+		pin.Decoder = &ingest.Capture{Decoder: dec, Stage: pin.Stage}
+		pin.Stage = nil
 	}
 	switch {
 	case in.MQTT != nil:

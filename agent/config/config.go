@@ -77,6 +77,9 @@ type Input struct {
 	Topic  string            `yaml:"topic"` // e.g. sensors/{site}/{device}/telemetry
 	Schema []SchemaField     `yaml:"schema"`
 	Fields map[string]string `yaml:"fields"` // static fields added to every record
+
+	// Normalization, enrichment and dead-letter routing (input_stage.go).
+	InputStage `yaml:",inline"`
 }
 
 // MQTTInput subscribes to topics of an MQTT broker.
@@ -94,6 +97,7 @@ type MQTTInput struct {
 	ReadCoalesce *Duration     `yaml:"read_coalesce"` // wait before a socket read; 0 turns it off
 	MaxPayload   int           `yaml:"max_payload"`   // bytes; larger payloads are dead letters
 	KeepAlive    time.Duration `yaml:"keep_alive"`
+	MaxInflight  *int          `yaml:"max_inflight"` // unacked QoS 1/2 messages; default DefaultMaxInflight, 0: no cap
 }
 
 // Buffer configures the store-and-forward file and group commit.

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"time"
 
 	"github.com/sluiceio/sluice/agent/ingest"
@@ -45,17 +44,10 @@ type SchemaField struct {
 	Enum     []string `yaml:"enum"`
 }
 
-// StageOptions returns the input stage's settings, or nil when it has none.
-func (in *Input) StageOptions() *ingest.StageOptions {
-	if in.Topic == "" && len(in.Schema) == 0 && len(in.Fields) == 0 {
-		return nil
-	}
-	o := &ingest.StageOptions{Topic: in.Topic, Tags: in.Fields}
-	for _, f := range in.Schema {
-		o.Schema = append(o.Schema, ingest.FieldSpec{Name: f.Name, Required: f.Required, Type: f.Type, Min: f.Min, Max: f.Max, Enum: f.Enum})
-	}
-	return o
-}
+// StageOptions returns the input stage's settings, or nil when it has none;
+// gateway tags, when asked for, carry an empty gateway (the agent uses
+// StageOptionsFor).
+func (in *Input) StageOptions() *ingest.StageOptions { return in.StageOptionsFor("", nil) }
 
 // CSVFormat configures the csv decoder.
 type CSVFormat struct {
@@ -75,8 +67,8 @@ func (in *Input) DecoderOptions() ingest.DecoderOptions {
 	return o
 }
 
-// validateInputSource checks the source of one input (exactly one of mqtt
-// and log) and its format.
+// validateInputSource checks the source of one input (exactly one of mqtt,
+// log, http and health), its format and its stage.
 func validateInputSource(p string, in *Input, add func(path, format string, args ...any)) {
 	sources := 0
 	for _, set := range []bool{in.MQTT != nil, in.Log != nil, in.HTTP != nil, in.Health != nil} {
@@ -96,13 +88,12 @@ func validateInputSource(p string, in *Input, add func(path, format string, args
 	if _, err := ingest.NewDecoder(formatOr(in.Format), in.DecoderOptions()); err != nil {
 		add(p+".format", "%v", err)
 	}
+	validateStage(p, in, add)
 	if so := in.StageOptions(); so != nil {
 		if _, err := ingest.NewStage(*so); err != nil {
-			field := ".schema"
-			if strings.HasPrefix(err.Error(), "topic") {
-				field = ".topic"
+			if field, ok := stageErrorPath(err); ok {
+				add(p+field, "%v", err)
 			}
-			add(p+field, "%v", err)
 		}
 	}
 	l := in.Log

@@ -29,6 +29,12 @@ type MQTTOptions struct {
 	KeepAlive    time.Duration
 	ReadCoalesce time.Duration
 	MaxPayload   int
+	// MaxInflight caps the QoS 1/2 messages handed out and not yet acked
+	// (0: no cap). At the cap the source takes no new message until an ack
+	// frees a slot: paho's router blocks, the socket is not read, and the
+	// broker holds the rest (it stops sending at its own
+	// max_inflight_messages). QoS 0 messages take no slot.
+	MaxInflight int
 	// TLS, when not nil, is used for ssl://, tls:// and mqtts:// URLs (and
 	// for tcp:// too, when set). The buffered, coalescing reader wraps the
 	// TLS connection, so TLS gets the same batching as TCP.
@@ -42,7 +48,8 @@ type MQTTOptions struct {
 // reconnects forever with capped backoff and resubscribes.
 //
 // paho calls the message handler from its router goroutine; the handler blocks
-// on the pipeline's channel, which is the source's backpressure.
+// on the pipeline's channel, and on a free in-flight slot when MaxInflight is
+// set, which is the source's backpressure.
 type MQTT struct {
 	opts   MQTTOptions
 	client mqtt.Client
@@ -57,6 +64,11 @@ type MQTT struct {
 	subscribed     chan struct{} // closed at the first SUBACK
 	subscribedOnce sync.Once
 
+	// slots holds the free in-flight slots (nil: no cap). A slot is the
+	// Acker of one message: preallocated, so the cap costs no allocation.
+	slots   chan *inflight
+	blocked atomic.Bool // the handler waits for a slot
+
 	Received  atomic.Uint64
 	Oversized atomic.Uint64
 	Connects  atomic.Uint64
@@ -69,8 +81,43 @@ func NewMQTT(opts MQTTOptions) *MQTT {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &MQTT{opts: opts, log: log.With("input", opts.ClientID), subscribed: make(chan struct{})}
+	s := &MQTT{opts: opts, log: log.With("input", opts.ClientID), subscribed: make(chan struct{})}
+	if opts.MaxInflight > 0 {
+		s.slots = make(chan *inflight, opts.MaxInflight)
+		for range opts.MaxInflight {
+			s.slots <- &inflight{free: s.slots}
+		}
+	}
+	return s
 }
+
+// inflight is one slot of the in-flight cap, lent to one message at a time.
+type inflight struct {
+	m    mqtt.Message
+	free chan<- *inflight
+}
+
+// Ack sends the message's ack, then frees the slot: the next message is
+// taken only after the broker was told about this one, so the count the
+// broker sees unacked never passes the cap either.
+func (a *inflight) Ack() {
+	m := a.m
+	a.m = nil
+	m.Ack()
+	a.free <- a
+}
+
+// Inflight returns how many QoS 1/2 messages are handed out and not acked
+// (0 without a cap).
+func (s *MQTT) Inflight() int {
+	if s.slots == nil {
+		return 0
+	}
+	return cap(s.slots) - len(s.slots)
+}
+
+// Blocked reports whether the source waits for an ack to free a slot.
+func (s *MQTT) Blocked() bool { return s.blocked.Load() }
 
 // Subscribed is closed once the first subscription was acknowledged: from
 // then on the broker keeps messages for this session.
@@ -215,11 +262,33 @@ func (s *MQTT) handle(_ mqtt.Client, m mqtt.Message) {
 	}
 	if m.Qos() > 0 {
 		msg.Acker = m
+		if s.slots != nil {
+			var slot *inflight
+			select {
+			case slot = <-s.slots:
+			default:
+				s.blocked.Store(true)
+				select {
+				case slot = <-s.slots:
+					s.blocked.Store(false)
+				case <-s.ctx.Done():
+					s.blocked.Store(false)
+					return // not acked: redelivered to the next session
+				}
+			}
+			slot.m = m
+			msg.Acker = slot
+		}
 	}
 	select {
 	case s.out <- msg:
 	case <-s.ctx.Done():
-		// Not acked: the broker redelivers it to the next session.
+		// Not acked: the broker redelivers it to the next session. Its
+		// slot is free again.
+		if a, ok := msg.Acker.(*inflight); ok {
+			a.m = nil
+			a.free <- a
+		}
 	}
 }
 

@@ -9,22 +9,41 @@ import (
 	"github.com/sluiceio/sluice/rules"
 )
 
-// Stage is what an input does to a decoded record before the rules: topic
-// segments become fields (`sensors/{site}/{device}/telemetry`), the schema is
-// checked, and static fields are added. A record that fails is a dead letter
-// with the error as its reason. Apply does not allocate: segment values are
-// substrings of the topic.
+// Stage is what an input does to a decoded record before the rules, in this
+// order: topic segments become fields (`sensors/{site}/{device}/telemetry`),
+// fields are renamed, coerced to a type and converted between units, the
+// event time is read from a field, the schema is checked, and the record is
+// enriched from a lookup table, with gateway tags and with static fields. A
+// record that fails is a dead letter with the error as its reason.
+//
+// Apply does not allocate on success: segment values are substrings of the
+// topic, renames and conversions rewrite fields in place, and strings made by
+// coercion share one scratch buffer reused per record (plans copy the strings
+// they keep). A Stage is used by one goroutine (the pipeline's).
 type Stage struct {
-	topic  []topicPart
-	schema []FieldSpec
-	tags   []rules.Field
+	topic     []topicPart
+	renames   []rename
+	coercions []coercion
+	convs     []conversion
+	eventTime *EventTime
+	schema    []FieldSpec
+	lookup    *lookup
+	tags      []rules.Field // gateway tags, then static fields (which win)
+
+	scratch []byte
 }
 
 // StageOptions configure a Stage.
 type StageOptions struct {
-	Topic  string            // pattern; {name} segments become fields
-	Schema []FieldSpec       // checks, in order
-	Tags   map[string]string // static fields added to every record
+	Topic     string            // pattern; {name} segments become fields
+	Rename    map[string]string // field → new name; applied before everything below
+	Coerce    map[string]string // field → number, string or bool
+	Units     map[string]string // field → conversion such as "F->C" (ParseConversion)
+	EventTime *EventTime        // the record's time from a field; nil: arrival time
+	Schema    []FieldSpec       // checks, in order
+	Lookup    *LookupOptions    // rows keyed by a field's value
+	Gateway   map[string]string // gateway tags: the gateway id and its labels
+	Tags      map[string]string // static fields added to every record
 }
 
 // FieldSpec checks one field.
@@ -43,7 +62,7 @@ type topicPart struct {
 
 // NewStage checks opts and builds the stage.
 func NewStage(opts StageOptions) (*Stage, error) {
-	s := &Stage{schema: opts.Schema}
+	s := &Stage{schema: opts.Schema, eventTime: opts.EventTime}
 	if opts.Topic != "" {
 		for _, seg := range strings.Split(opts.Topic, "/") {
 			if strings.HasPrefix(seg, "{") && strings.HasSuffix(seg, "}") {
@@ -70,10 +89,65 @@ func NewStage(opts StageOptions) (*Stage, error) {
 			return nil, errors.New("schema: a field has no name")
 		}
 	}
-	for name, v := range opts.Tags {
-		s.tags = append(s.tags, rules.Field{Name: name, Value: rules.String(v)})
+	if err := s.normalization(opts); err != nil {
+		return nil, err
 	}
+	if opts.Lookup != nil {
+		l, err := newLookup(opts.Lookup)
+		if err != nil {
+			return nil, err
+		}
+		s.lookup = l
+	}
+	s.tags = append(sortedFields(opts.Gateway), sortedFields(opts.Tags)...)
 	return s, nil
+}
+
+// normalization checks and compiles renames, coercions, conversions and the
+// event time. Errors start with the option's name (rename, coerce, units,
+// event_time) and the field.
+func (s *Stage) normalization(opts StageOptions) error {
+	targets := map[string]string{}
+	for _, from := range sortedKeys(opts.Rename) {
+		to := opts.Rename[from]
+		switch {
+		case from == "" || to == "":
+			return fmt.Errorf("rename %q: names must not be empty", from)
+		case targets[to] != "":
+			return fmt.Errorf("rename %s: %s and %s both become %s", from, targets[to], from, to)
+		}
+		targets[to] = from
+		s.renames = append(s.renames, rename{from, to})
+	}
+	for _, rn := range s.renames {
+		if _, chained := opts.Rename[rn.to]; chained {
+			return fmt.Errorf("rename %s: %s is renamed too; rename %s to its final name", rn.from, rn.to, rn.from)
+		}
+	}
+	for _, f := range sortedKeys(opts.Coerce) {
+		switch k := opts.Coerce[f]; k {
+		case CoerceNumber, CoerceString, CoerceBool:
+			s.coercions = append(s.coercions, coercion{f, k})
+		default:
+			return fmt.Errorf("coerce %s: %q is not number, string or bool", f, k)
+		}
+	}
+	for _, f := range sortedKeys(opts.Units) {
+		c, err := ParseConversion(opts.Units[f])
+		if err != nil {
+			return fmt.Errorf("units %s: %w", f, err)
+		}
+		s.convs = append(s.convs, conversion{field: f, spec: opts.Units[f], conv: c})
+	}
+	if e := opts.EventTime; e != nil {
+		if e.Field == "" {
+			return errors.New("event_time: field is required")
+		}
+		if e.Format > TimeRFC3339 {
+			return fmt.Errorf("event_time format: %d is not a format", e.Format)
+		}
+	}
+	return nil
 }
 
 // Apply runs the stage on r; the error says why r is a dead letter.
@@ -83,8 +157,32 @@ func (s *Stage) Apply(r *rules.Record) error {
 			return err
 		}
 	}
+	if len(s.renames) > 0 {
+		applyRenames(r, s.renames)
+	}
+	s.scratch = s.scratch[:0]
+	for _, c := range s.coercions {
+		if err := s.coerce(r, c); err != nil {
+			return err
+		}
+	}
+	for i := range s.convs {
+		if err := s.convs[i].apply(r); err != nil {
+			return err
+		}
+	}
+	if s.eventTime != nil {
+		if err := s.eventTime.apply(r); err != nil {
+			return err
+		}
+	}
 	for i := range s.schema {
 		if err := s.schema[i].check(r); err != nil {
+			return err
+		}
+	}
+	if s.lookup != nil {
+		if err := s.lookup.apply(s, r); err != nil {
 			return err
 		}
 	}

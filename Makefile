@@ -49,6 +49,7 @@ bench: build test-deps
 	go run ./tools/benchml
 	go run ./tools/benchuplink
 	go run ./tools/bench --sluice bin/sluice --sim bin/firmware-sim
+	go run ./tools/benchingest --sluice bin/sluice --sim bin/firmware-sim
 
 # W1 at 5k msg/s with a CPU profile of the agent (a build with the pprof
 # tag: release binaries carry no profiler), then its top entries.

@@ -197,8 +197,26 @@ type brokerRig struct {
 
 func newBrokerRig(t *testing.T) *brokerRig {
 	t.Helper()
+	r, stream := newUpstreamRig(t)
+	broker := newPersistentBroker(t, r.dir)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	cfg := fmt.Sprintf(perMessageConfig, filepath.Join(r.dir, "data"), apiAddr, broker.URL, r.nc.ConnectedUrl())
+	if err := os.WriteFile(r.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &brokerRig{rig: r, broker: broker, stream: stream, api: apiAddr}
+}
+
+// newUpstreamRig is a rig without MQTT broker: JetStream with a collector,
+// the agent's log shown when the test fails. The test writes the config to
+// r.config.
+func newUpstreamRig(t *testing.T) (*rig, jetstream.Stream) {
+	t.Helper()
 	dir := t.TempDir()
-	broker := newPersistentBroker(t, dir)
 	ns, err := testenv.StartNATS(filepath.Join(dir, "js"))
 	if err != nil {
 		t.Fatal(err)
@@ -219,25 +237,19 @@ func newBrokerRig(t *testing.T) *brokerRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(col.Stop)
-	port, err := testenv.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiAddr := fmt.Sprintf("127.0.0.1:%d", port)
-	cfg := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(perMessageConfig, filepath.Join(dir, "data"), apiAddr, broker.URL, ns.ClientURL())), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			if keep := os.Getenv("SLUICE_KEEP_LOG"); keep != "" {
+				os.WriteFile(keep, b, 0o644)
+			}
 			if len(b) > 8000 {
 				b = b[len(b)-8000:]
 			}
 			t.Logf("agent log (tail):\n%s", b)
 		}
 	})
-	return &brokerRig{rig: &rig{t: t, dir: dir, nc: nc, collector: col, config: cfg}, broker: broker, stream: stream, api: apiAddr}
+	return &rig{t: t, dir: dir, nc: nc, collector: col, config: filepath.Join(dir, "sluice.yaml")}, stream
 }
 
 // status reads the agent's /api/v1/status.
@@ -395,20 +407,27 @@ func (r *brokerRig) waitAll(acked map[int64]bool, timeout time.Duration) {
 	}
 }
 
-// drainAndCheck stops the agent (SIGTERM delivers what it committed), waits
-// until the collector read the whole stream, and checks that every
-// acknowledged message was counted exactly once, and no message twice.
-func (r *brokerRig) drainAndCheck(sum simSummary, acked map[int64]bool) {
+// drain stops the agent (SIGTERM delivers what it committed) and waits
+// until the collector read the whole stream.
+func drain(r *rig, stream jetstream.Stream) {
 	t := r.t
 	t.Helper()
 	r.agent.stop(t)
-	info, err := r.stream.Info(context.Background())
+	info, err := stream.Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.collector.WaitSum("n", float64(info.State.Msgs), 20*time.Second); err != nil {
 		t.Fatalf("collector: %v", err)
 	}
+}
+
+// drainAndCheck drains and checks that every
+// acknowledged message was counted exactly once, and no message twice.
+func (r *brokerRig) drainAndCheck(sum simSummary, acked map[int64]bool) {
+	t := r.t
+	t.Helper()
+	drain(r.rig, r.stream)
 	seen := r.upstream()
 	var total, extra int
 	for m, n := range seen {

@@ -2,62 +2,23 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluiceio/sluice/internal/benchutil"
 )
 
-// clock converts the clock ticks of /proc/<pid>/stat to time.
-type clock struct {
-	hz int64 // ticks per second
-}
+// clock is the shared /proc reader of internal/benchutil.
+type clock struct{ benchutil.Clock }
 
-// newClock asks getconf for CLK_TCK once; Linux uses 100 almost everywhere,
-// which is the fallback.
-func newClock(logger *log.Logger) clock {
-	out, err := exec.Command("getconf", "CLK_TCK").Output()
-	if err == nil {
-		if hz, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil && hz > 0 {
-			return clock{hz: hz}
-		}
-	}
-	logger.Printf("getconf CLK_TCK failed (%v); assuming 100 Hz", err)
-	return clock{hz: 100}
-}
+func newClock(logger *log.Logger) clock { return clock{benchutil.NewClock(logger.Printf)} }
 
-// cpu returns the user+system CPU time process pid has used so far, all its
-// threads included.
-func (c clock) cpu(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
-	}
-	// The command name (field 2) is in parentheses and may hold spaces:
-	// fields are counted after its closing parenthesis, where field 3
-	// (state) is index 0, so utime (14) is 11 and stime (15) is 12.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("cpu time of pid %d: no ')' in /proc/%d/stat", pid, pid)
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
-		return 0, fmt.Errorf("cpu time of pid %d: %d fields in /proc/%d/stat", pid, len(f), pid)
-	}
-	var ticks int64
-	for _, s := range f[11:13] {
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("cpu time of pid %d: %w", pid, err)
-		}
-		ticks += n
-	}
-	return time.Duration(ticks * int64(time.Second) / c.hz), nil
-}
+// cpu returns the user+system CPU time process pid has used so far.
+func (c clock) cpu(pid int) (time.Duration, error) { return c.CPU(pid) }
 
 // memMiB returns a memory field of /proc/<pid>/status ("VmRSS", "VmHWM")
 // in MiB.
@@ -85,27 +46,8 @@ func memMiB(pid int, field string) (float64, error) {
 	return 0, fmt.Errorf("%s of pid %d: not in /proc/%d/status", field, pid, pid)
 }
 
-// machine returns the time all CPUs spent busy (user, nice, system, irq,
-// softirq) and stolen by the hypervisor, from /proc/stat.
-func (c clock) machine() (busy, steal time.Duration, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, fmt.Errorf("machine cpu time: %w", err)
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 9 || f[0] != "cpu" {
-		return 0, 0, fmt.Errorf("machine cpu time: unexpected /proc/stat line %q", line)
-	}
-	var t [8]int64 // user nice system idle iowait irq softirq steal
-	for i := range t {
-		if t[i], err = strconv.ParseInt(f[i+1], 10, 64); err != nil {
-			return 0, 0, fmt.Errorf("machine cpu time: %w", err)
-		}
-	}
-	ticks := func(n int64) time.Duration { return time.Duration(n * int64(time.Second) / c.hz) }
-	return ticks(t[0] + t[1] + t[2] + t[5] + t[6]), ticks(t[7]), nil
-}
+// machine returns the time all CPUs spent busy and stolen.
+func (c clock) machine() (busy, steal time.Duration, err error) { return c.Machine() }
 
 // cpuMeter samples the CPU time of a set of processes, and of the whole
 // machine, at once.

@@ -19,22 +19,28 @@ CROSS := amd64=linux/amd64/ arm64=linux/arm64/ armv7=linux/arm/7 armv6=linux/arm
 
 all: build
 
+# TAGS=broker compiles in the built-in MQTT broker (+0.5 MiB).
+TAGS ?=
+
 build:
-	$(GOBUILD) -o bin/sluice ./agent
+	$(GOBUILD) -tags '$(TAGS)' -o bin/sluice ./agent
 	$(GOBUILD) -o bin/firmware-sim ./firmware-sim
 
-# The whole pipeline on embedded defaults: JetStream server, the agent with
-# its built-in MQTT broker, firmware-sim, and a consumer printing envelopes.
+# The whole pipeline on embedded defaults: JetStream server, an MQTT broker
+# (the agent's built-in one, run by the demo driver), the agent, firmware-sim,
+# and a consumer printing envelopes.
 demo: build
 	rm -rf data/demo
-	go run ./tools/demo --sluice bin/sluice --sim bin/firmware-sim --config examples/demo.yaml
+	go run -tags broker ./tools/demo --sluice bin/sluice --sim bin/firmware-sim --config examples/demo.yaml
 
 test-deps:
 	@bash tools/test-deps.sh
 
 test: test-deps
 	go vet ./...
+	go vet -tags broker ./...
 	go test -count=1 -timeout 15m ./...
+	go test -count=1 -tags broker -run 'Builtin' ./agent
 	bash tools/qemu-test.sh
 	bash tools/deb-test.sh
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -59,6 +60,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 		}
 		defer a.api.Close()
 		log.Info("local API listening", "addr", a.api.Addr().String())
+		if hooks.apiAddr != nil {
+			hooks.apiAddr(a.api.Addr())
+		}
 	}
 	if err := startControl(ctx, a, local, log); err != nil {
 		a.stop()
@@ -118,6 +122,7 @@ type agentHooks struct {
 	configPath string                   // the local config file, for reload-config
 	uplinks    map[string]uplink.Uplink // used instead of building these from the config
 	ready      func()                   // called once every input is subscribed
+	apiAddr    func(net.Addr)           // called once the local API listens
 }
 
 // compactLoop gives the file back to the disk after a large backlog drained.

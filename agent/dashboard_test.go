@@ -19,11 +19,11 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/sluiceio/sluice/agent/api"
-	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
 	"github.com/sluiceio/sluice/agent/ingest"
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/internal/testenv"
 	"github.com/sluiceio/sluice/rules"
 )
 
@@ -58,7 +58,7 @@ type dashboardRun struct {
 	status *agentStatus
 }
 
-// startDashboardRun runs the built-in broker, an MQTT input, two rules, the
+// startDashboardRun runs mosquitto, an MQTT input, two rules, the
 // buffer, a forwarder and the API server; publishes the load and returns
 // once every output was delivered and the pipeline stopped (so the counters
 // hold still while the browser reads them).
@@ -69,12 +69,12 @@ func startDashboardRun(t *testing.T) *dashboardRun {
 	log := slog.New(slog.DiscardHandler)
 	dir := t.TempDir()
 
-	b, err := broker.Start("127.0.0.1:0", log)
+	b, err := testenv.StartMosquitto(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { b.Close() })
-	url := "tcp://" + b.Addr()
+	t.Cleanup(b.Stop)
+	url := b.URL
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`gateway: gw-dash
 data_dir: %s
 inputs:

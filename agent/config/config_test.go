@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/internal/testenv"
 )
 
@@ -171,5 +172,20 @@ func TestInputStageConfig(t *testing.T) {
 	bad := strings.Replace(doc, "type: number", "type: date", 1)
 	if _, err := Parse([]byte(bad)); err == nil || !strings.Contains(err.Error(), "inputs[0].schema") {
 		t.Errorf("bad schema type: %v", err)
+	}
+}
+
+// TestBrokerSectionNeedsTheBrokerBuild: a build without the built-in
+// broker (the default) rejects a broker section at validation, not at start.
+func TestBrokerSectionNeedsTheBrokerBuild(t *testing.T) {
+	_, err := Parse([]byte(strings.Replace(good, "inputs:", "broker: {listen: 127.0.0.1:1883}\ninputs:", 1)))
+	if broker.Built {
+		if err != nil {
+			t.Fatalf("with the broker built in: %v", err)
+		}
+		return
+	}
+	if err == nil || !strings.Contains(err.Error(), "broker: this sluice has no built-in broker") {
+		t.Errorf("err = %v, want one saying the build has no broker", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/buffer"
 )
 
@@ -93,10 +94,14 @@ func (c *Config) validate(wordBits int) Errors {
 			c.Buffer.MaxBytes>>20, maxBytes32>>20)
 	}
 
+	if c.Broker != nil && !broker.Built {
+		add("broker", "this sluice has no built-in broker: build it with the tag broker (make build TAGS=broker) or use an external broker such as mosquitto")
+	}
 	c.validateModels(add)
 	c.validateRules(add, checkName, inputs, uplinks)
 	c.validateAPI(add)
 	c.validateControl(add)
+	errs = append(errs, c.ValidateDeadLetterRoutes()...)
 	return errs
 }
 

@@ -1,9 +1,13 @@
 // Command demo runs Sluice end to end on one machine with nothing installed
-// but Go: an embedded NATS server with JetStream, the agent (with its built-in
-// MQTT broker), firmware-sim, and a consumer that prints every upstream
-// envelope as it arrives. Ctrl-C stops everything.
+// but Go: an embedded NATS server with JetStream, an MQTT broker (the agent's
+// built-in one, run in this process), the agent, firmware-sim, and a consumer
+// that prints every upstream envelope as it arrives. Ctrl-C stops
+// everything.
 //
-//	go run ./tools/demo --sluice bin/sluice --sim bin/firmware-sim --config examples/demo.yaml
+//	go run -tags broker ./tools/demo --sluice bin/sluice --sim bin/firmware-sim --config examples/demo.yaml
+//
+// Without the tag broker there is no broker to run here; then pass --mqtt-listen ""
+// and start one (mosquitto -p 11883) yourself.
 package main
 
 import (
@@ -11,6 +15,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -20,6 +25,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluiceio/sluice/agent/broker"
 )
 
 func main() {
@@ -27,7 +34,7 @@ func main() {
 	simBin := flag.String("sim", "bin/firmware-sim", "simulator binary")
 	cfg := flag.String("config", "examples/demo.yaml", "agent config")
 	natsPort := flag.Int("nats-port", 14222, "NATS port (the config's uplink URL)")
-	broker := flag.String("broker", "tcp://127.0.0.1:11883", "MQTT broker the simulator publishes to")
+	mqttListen := flag.String("mqtt-listen", "127.0.0.1:11883", "address of the MQTT broker this command runs (the config's input URL); empty: use one already running there")
 	devices := flag.Int("devices", 20, "simulated devices")
 	rate := flag.Float64("rate", 100, "messages per second, all devices together")
 	dashboard := flag.String("dashboard", "http://127.0.0.1:8080/", "the agent's dashboard address (its config's api.listen)")
@@ -72,6 +79,17 @@ func main() {
 	}
 	log.Printf("nats-server with JetStream on %s; stream TELEMETRY covers telemetry.>", ns.ClientURL())
 
+	brokerURL := "tcp://127.0.0.1:11883"
+	if *mqttListen != "" {
+		b, err := broker.Start(*mqttListen, slog.New(slog.DiscardHandler))
+		if err != nil {
+			log.Fatalf("mqtt broker: %v", err)
+		}
+		defer b.Close()
+		brokerURL = "tcp://" + b.Addr()
+		log.Printf("mqtt broker on %s", brokerURL)
+	}
+
 	agent := exec.Command(*sluiceBin, "run", "--config", *cfg)
 	agent.Stdout, agent.Stderr = os.Stderr, os.Stderr
 	if err := agent.Start(); err != nil {
@@ -79,10 +97,9 @@ func main() {
 	}
 	// A small plant: mostly temperature sensors, some vibration sensors,
 	// and rare spikes for the overheat alert to catch.
-	sim := exec.Command(*simBin, "--broker", *broker, "--devices", fmt.Sprint(*devices), "--rate", fmt.Sprint(*rate), "--qos", "1", "--quiet",
+	sim := exec.Command(*simBin, "--broker", brokerURL, "--devices", fmt.Sprint(*devices), "--rate", fmt.Sprint(*rate), "--qos", "1", "--quiet",
 		"--profile", "temphum:4,vibration:1", "--topic", "plant/{profile}/{device}", "--spike", "0.01", "--cmd-topic", "")
 	sim.Stdout, sim.Stderr = os.Stderr, os.Stderr
-	// Give the built-in broker a moment: the simulator retries anyway.
 	if err := sim.Start(); err != nil {
 		agent.Process.Signal(os.Interrupt)
 		agent.Wait()

@@ -111,23 +111,20 @@ func newDeadLetterRig(t *testing.T, doc string) *deadLetterRig {
 		byName[in.Name] = pin
 	}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	r.router = newDeadLetterRouter(r.buf, cfg.Tags, time.Millisecond, log)
+	r.router = newDeadLetterRouter(cfg.Tags)
 	r.router.setRoutes(cfg.Inputs, byName)
 	r.p = pipeline.New(r.buf, r.pins, nil, pipeline.Options{
 		Gateway: cfg.Gateway, CommitInterval: time.Millisecond, CommitMaxRecords: 100, CheckpointInterval: time.Second,
-		OnCommit:     func([]buffer.Entry, time.Time, time.Duration) { r.router.flush() },
-		OnDeadLetter: r.router.hook,
-		Logger:       log,
+		RouteDeadLetter: r.router.route,
+		Logger:          log,
 	})
 	if err := r.p.Restore(); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	routerCtx, stopRouter := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { r.p.Run(ctx); close(done) }()
-	go r.router.run(routerCtx)
-	t.Cleanup(func() { cancel(); <-done; stopRouter() })
+	t.Cleanup(func() { cancel(); <-done })
 	return r
 }
 
@@ -268,17 +265,19 @@ func TestDeadLetterReasons(t *testing.T) {
 }
 
 // TestDeadLetterOfQoS0Input checks that a dead letter of a message with
-// nothing to ack (QoS 0) is committed too, though no pipeline commit covers
-// it.
+// nothing to ack (QoS 0) is committed too: the entry itself starts a commit.
 func TestDeadLetterOfQoS0Input(t *testing.T) {
 	r := newDeadLetterRig(t, deadLetterConfig)
 	r.p.In() <- ingest.Message{Input: r.index["quiet"], Topic: "quiet", Payload: []byte("nope"), Received: time.Unix(1700000000, 0)}
-	deadline := time.Now().Add(10 * time.Second)
-	for r.router.Routed.Load() == 0 {
-		if time.Now().After(deadline) {
+	changed := r.buf.Changed()
+	deadline := time.After(10 * time.Second)
+	for r.buf.LastSeq() == 0 {
+		select {
+		case <-changed:
+			changed = r.buf.Changed()
+		case <-deadline:
 			t.Fatal("dead letter of a QoS 0 message not committed within 10s")
 		}
-		time.Sleep(time.Millisecond)
 	}
 	docs := r.queued(t, "cloud")
 	if len(docs) != 1 || docs[0].Input != "quiet" || docs[0].Reason != "payload is not a JSON object" || docs[0].Payload == nil || *docs[0].Payload != "nope" {
@@ -287,14 +286,17 @@ func TestDeadLetterOfQoS0Input(t *testing.T) {
 }
 
 func TestDeadLetterRouteNeedsAnUplink(t *testing.T) {
-	cfg, err := config.Parse([]byte(strings.Replace(deadLetterConfig, "dead_letters: {to: cloud}\n  - name: csv", "dead_letters: {to: nowhere}\n  - name: csv", 1)))
+	// sluice validate (and a config over MQTT) names it with the line.
+	_, err := config.Parse([]byte(strings.Replace(deadLetterConfig, "dead_letters: {to: cloud}\n  - name: csv", "dead_letters: {to: nowhere}\n  - name: csv", 1)))
+	if err == nil || !strings.Contains(err.Error(), `inputs[0].dead_letters.to: no uplink named "nowhere"`) {
+		t.Fatalf("parse: %v", err)
+	}
+	// A config built in code is checked again at start.
+	cfg, err := config.Parse([]byte(deadLetterConfig))
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := cfg.ValidateDeadLetterRoutes()
-	if len(errs) != 1 || errs[0].Error() != `inputs[0].dead_letters.to: no uplink named "nowhere"` {
-		t.Fatalf("errors %v", errs)
-	}
+	cfg.Inputs[0].DeadLetters.To = "nowhere"
 	if _, err := startGeneration(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), agentHooks{}, nil, time.Now()); err == nil ||
 		!strings.Contains(err.Error(), `inputs[0].dead_letters.to: no uplink named "nowhere"`) {
 		t.Fatalf("start: %v", err)

@@ -161,8 +161,7 @@ type generation struct {
 	counters *ruleCounters // rule figures copied on the pipeline goroutine for the API
 	status   *agentStatus  // the API's view of this generation
 
-	dl     *deadLetterRouter // dead letters of inputs with dead_letters.to
-	dlStop func()            // stops dl's flusher and waits for it
+	dl *deadLetterRouter // dead letters of inputs with dead_letters.to
 
 	stopSources, stopPipeline, stopForwarders context.CancelFunc
 	pipeDone                                  chan error
@@ -180,7 +179,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	g := &generation{cfg: cfg, log: log, ready: make(chan struct{}), srv: srv, hooks: hooks, started: started, inIndex: map[string]int{},
 		closers: map[int]interface{ Close() }{}, httpIns: map[int]*ingest.HTTP{}, srcStop: map[int]context.CancelFunc{},
 		fwdStop: map[string]func(){}, upIndex: map[string]int{},
-		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}, dlStop: func() {}}
+		stopSources: func() {}, stopPipeline: func() {}, stopForwarders: func() {}}
 	defer func() {
 		if err != nil {
 			g.stop()
@@ -223,7 +222,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		inputIndex[in.Name] = i
 		g.inIndex[in.Name] = i
 	}
-	g.dl = newDeadLetterRouter(g.buf, cfg.Tags, cfg.Buffer.CommitInterval, log)
+	g.dl = newDeadLetterRouter(cfg.Tags)
 	g.dl.setRoutes(cfg.Inputs, g.pinsByName(g.inIndex, g.inputs))
 	for _, r := range cfg.Rules {
 		plan, err := r.Compile()
@@ -239,16 +238,9 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 	g.counters = newRuleCounters(g.rules)
 	onCommit, apiDeadLetter := g.counters.hook(srv), deadLetterHook(srv)
 	g.p = pipeline.New(g.buf, g.inputs, g.rules, pipeline.Options{
-		OnCommit: func(entries []buffer.Entry, oldest time.Time, took time.Duration) {
-			onCommit(entries, oldest, took)
-			g.dl.flush() // before the acks of this commit go out
-		},
-		OnDeadLetter: func(input string, dl pipeline.DeadLetter) {
-			if apiDeadLetter != nil {
-				apiDeadLetter(input, dl)
-			}
-			g.dl.hook(input, dl)
-		},
+		OnCommit:           onCommit,
+		OnDeadLetter:       apiDeadLetter,
+		RouteDeadLetter:    g.dl.route,
 		Gateway:            cfg.Gateway,
 		Tags:               tagFields(cfg.Tags),
 		CommitInterval:     cfg.Buffer.CommitInterval,
@@ -267,11 +259,6 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 			return nil, err
 		}
 	}
-
-	dlCtx, dlCancel := context.WithCancel(context.Background())
-	dlDone := make(chan struct{})
-	go func() { defer close(dlDone); g.dl.run(dlCtx) }()
-	g.dlStop = func() { dlCancel(); <-dlDone; g.dl.flush() }
 
 	var pipeCtx context.Context
 	pipeCtx, g.stopPipeline = context.WithCancel(context.Background())
@@ -317,7 +304,6 @@ func (g *generation) stop() error {
 	if g.pipeDone != nil {
 		err = <-g.pipeDone
 	}
-	g.dlStop()
 	for _, s := range g.sources {
 		if s != nil {
 			s.Close()
@@ -353,8 +339,8 @@ func (g *generation) logTotals() {
 		g.log.Info("input totals", "input", in.Name, "received", received, "messages", in.Stats.Messages.Load(),
 			"dead_letters", in.Stats.DeadLetters.Load(), "duplicates", in.Stats.Duplicates.Load())
 	}
-	if g.dl != nil && g.dl.Routed.Load()+g.dl.Dropped.Load() > 0 {
-		g.log.Info("dead letters upstream", "routed", g.dl.Routed.Load(), "dropped", g.dl.Dropped.Load())
+	if g.dl != nil && g.dl.Routed.Load() > 0 {
+		g.log.Info("dead letters upstream", "routed", g.dl.Routed.Load())
 	}
 	for _, r := range g.rules {
 		st := r.Plan.Stats

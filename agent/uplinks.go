@@ -1,11 +1,9 @@
 package main
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -122,44 +120,20 @@ type deadLetterRoute struct {
 	capture *ingest.Capture // holds the whole payload of the last failed record
 }
 
-// deadLetterRouter commits the dead letters of inputs with dead_letters.to
-// to the buffer, as entries of rule config.DeadLetterRule, so that they reach
-// their uplink on a subject of their own.
-//
-// The pipeline calls hook on its goroutine for every dead letter, after the
-// message's ack was queued for the next commit; flush runs in the
-// pipeline's OnCommit hook, after that commit and before its acks are sent,
-// so a dead letter is durable before its message is released. Dead letters
-// of inputs that commit nothing else (MQTT QoS 0) are flushed by run after a
-// commit interval. A flush that fails (a full buffer under the backpressure
-// policy, a disk error) keeps the entries for the next one and does not hold
-// the acks: a dead letter never wedges its input. What does not fit in the
-// pending bound is dropped and counted.
+// deadLetterRouter turns the dead letters of inputs with dead_letters.to
+// into buffer entries of rule config.DeadLetterRule, so that they reach their
+// uplink on a subject of their own. The pipeline calls route for every dead
+// letter (Options.RouteDeadLetter) and commits the entry with the message's
+// ack: it is durable exactly when the message is released, crash or not.
 type deadLetterRouter struct {
-	buf      *buffer.Buffer
-	log      *slog.Logger
-	tags     []rules.Field
-	interval time.Duration
-	routes   atomic.Pointer[map[string]deadLetterRoute]
+	tags   []rules.Field
+	routes atomic.Pointer[map[string]deadLetterRoute]
 
-	mu           sync.Mutex
-	pending      []buffer.Entry
-	pendingBytes int
-	kick         chan struct{}
-	failing      bool
-
-	Routed  atomic.Uint64 // committed to the buffer
-	Dropped atomic.Uint64 // over the pending bound
+	Routed atomic.Uint64 // entries handed to the pipeline's commit
 }
 
-// Bounds of dead letters waiting for their commit.
-const (
-	maxPendingDeadLetters     = 1000
-	maxPendingDeadLetterBytes = 8 << 20
-)
-
-func newDeadLetterRouter(buf *buffer.Buffer, tags map[string]string, interval time.Duration, log *slog.Logger) *deadLetterRouter {
-	r := &deadLetterRouter{buf: buf, log: log, tags: tagFields(tags), interval: interval, kick: make(chan struct{}, 1)}
+func newDeadLetterRouter(tags map[string]string) *deadLetterRouter {
+	r := &deadLetterRouter{tags: tagFields(tags)}
 	r.setRoutes(nil, nil)
 	return r
 }
@@ -181,78 +155,19 @@ func (r *deadLetterRouter) setRoutes(inputs []config.Input, pins map[string]*pip
 	r.routes.Store(&m)
 }
 
-// hook is the pipeline's OnDeadLetter for routing.
-func (r *deadLetterRouter) hook(input string, dl pipeline.DeadLetter) {
+// route is the pipeline's RouteDeadLetter.
+func (r *deadLetterRouter) route(input string, dl pipeline.DeadLetter) (buffer.Entry, bool) {
 	rt, ok := (*r.routes.Load())[input]
 	if !ok {
-		return
+		return buffer.Entry{}, false
 	}
 	var payload []byte
 	if rt.capture != nil {
 		payload = rt.capture.TakeFailed()
 	}
-	e := buffer.Entry{Rule: config.DeadLetterRule, Key: input, Routes: rt.to,
-		Payload: appendDeadLetter(nil, input, dl, payload, r.tags)}
-	r.mu.Lock()
-	if len(r.pending) >= maxPendingDeadLetters || r.pendingBytes+len(e.Payload) > maxPendingDeadLetterBytes {
-		r.mu.Unlock()
-		if r.Dropped.Add(1) == 1 {
-			r.log.Warn("dead letters not routed: too many wait for a commit", "input", input)
-		}
-		return
-	}
-	r.pending = append(r.pending, e)
-	r.pendingBytes += len(e.Payload)
-	r.mu.Unlock()
-	select {
-	case r.kick <- struct{}{}:
-	default:
-	}
-}
-
-// flush commits the pending dead letters.
-func (r *deadLetterRouter) flush() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.pending) == 0 {
-		return
-	}
-	if err := r.buf.Commit(&buffer.Commit{Entries: r.pending}); err != nil {
-		if !r.failing {
-			r.log.Warn("dead letters not committed yet; retrying with the next commit", "n", len(r.pending), "err", err)
-		}
-		r.failing = true
-		return
-	}
-	r.failing = false
-	r.Routed.Add(uint64(len(r.pending)))
-	clear(r.pending)
-	r.pending = r.pending[:0]
-	r.pendingBytes = 0
-}
-
-// run flushes dead letters that no pipeline commit covers, until ctx ends;
-// a failed flush is retried every second.
-func (r *deadLetterRouter) run(ctx context.Context) {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-r.kick:
-			t.Reset(r.interval)
-		case <-t.C:
-			r.flush()
-			r.mu.Lock()
-			again := len(r.pending) > 0
-			r.mu.Unlock()
-			if again {
-				t.Reset(time.Second)
-			}
-		}
-	}
+	r.Routed.Add(1)
+	return buffer.Entry{Rule: config.DeadLetterRule, Key: input, Routes: rt.to,
+		Payload: appendDeadLetter(nil, input, dl, payload, r.tags)}, true
 }
 
 // appendDeadLetter writes a dead letter as the payload of a buffer entry

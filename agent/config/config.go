@@ -38,6 +38,8 @@ type Config struct {
 	// ShutdownTimeout bounds how long a stopping agent keeps delivering
 	// what is buffered (default 5s); the rest waits for the next start.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+
+	badModels map[string]bool // models that failed to load (validateModels)
 }
 
 // Limits size the agent for small devices.

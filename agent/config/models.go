@@ -3,6 +3,8 @@ package config
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
+	"strings"
 
 	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/rules/ml"
@@ -29,10 +31,12 @@ func (c *Config) validateModels(add func(path, format string, args ...any)) {
 		if errors.As(err, &joined) {
 			errs = joined.Unwrap()
 		}
+		c.badModels = map[string]bool{}
 		for _, e := range errs {
 			var me *ml.ModelError
 			if errors.As(e, &me) {
 				add(me.Field, "%v", me.Err)
+				c.badModels[me.Model] = true
 			} else {
 				add("models", "%v", e)
 			}
@@ -62,3 +66,14 @@ func (r *Rule) UsesModels() bool {
 }
 
 func (r *Rule) options() rules.Options { return rules.Options{Models: r.models} }
+
+// callsBadModel reports whether err is a rule's complaint about a model
+// that the models section has but could not load (reported there already).
+func (c *Config) callsBadModel(err error) bool {
+	for name := range c.badModels {
+		if strings.Contains(err.Error(), fmt.Sprintf("no model %q in the config", name)) {
+			return true
+		}
+	}
+	return false
+}

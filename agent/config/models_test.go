@@ -67,5 +67,10 @@ func TestModelsErrorsNamePath(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: error %v\nwant it to contain %q", c.edit, err, c.want)
 		}
+		// A model that fails to load is reported once, at its path: the
+		// rules calling it do not add "no model" errors of their own.
+		if strings.HasPrefix(c.want, "models.") && strings.Contains(err.Error(), "no model") {
+			t.Errorf("%s: error %v\nalso blames the rules", c.edit, err)
+		}
 	}
 }

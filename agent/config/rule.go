@@ -151,7 +151,9 @@ func (c *Config) validateRules(add func(path, format string, args ...any), check
 				add(p+".sql", "a rule is a query or has where, group_by, window, event_time, select and having; not both")
 			}
 			s, err := rules.ParseSQLWith(r.Name, r.SQL, r.options())
-			if err != nil {
+			if err != nil && c.callsBadModel(err) {
+				sqlOK = false
+			} else if err != nil {
 				sqlOK = false
 				var se *rules.SpecError
 				if errors.As(err, &se) {
@@ -187,7 +189,7 @@ func (c *Config) validateRules(add func(path, format string, args ...any), check
 		if !sqlOK {
 			continue
 		}
-		if _, err := r.Compile(); err != nil {
+		if _, err := r.Compile(); err != nil && !c.callsBadModel(err) {
 			var se *rules.SpecError
 			if errors.As(err, &se) {
 				add(p+"."+r.fieldPath(se.Field), "%v", se.Err)

@@ -89,6 +89,11 @@ type Options struct {
 	// OnDeadLetter, when set, is called on the pipeline's goroutine for
 	// every dead letter.
 	OnDeadLetter func(input string, dl DeadLetter)
+	// RouteDeadLetter, when set, is called on the pipeline's goroutine for
+	// every dead letter after OnDeadLetter; an entry it returns goes into
+	// the same commit as the message's ack, so a dead letter routed
+	// upstream is durable exactly when its message is released.
+	RouteDeadLetter func(input string, dl DeadLetter) (buffer.Entry, bool)
 }
 
 // Pipeline is driven by Run on one goroutine; Stats may be read from others.
@@ -520,6 +525,14 @@ func (p *Pipeline) deadLetter(in *Input, m ingest.Message, reason string) {
 	in.Stats.mu.Unlock()
 	if p.opts.OnDeadLetter != nil {
 		p.opts.OnDeadLetter(in.Name, dl)
+	}
+	if p.opts.RouteDeadLetter != nil {
+		if e, ok := p.opts.RouteDeadLetter(in.Name, dl); ok {
+			if len(p.entries) == 0 && p.waiting == 0 {
+				p.firstWait = time.Now()
+			}
+			p.entries = append(p.entries, e)
+		}
 	}
 	p.log.Debug("dead letter", "input", in.Name, "topic", m.Topic, "reason", reason)
 }

@@ -215,3 +215,35 @@ func TestPredictAndClassifyInRules(t *testing.T) {
 		t.Errorf("SQL with a model: %v", err)
 	}
 }
+
+// TestHavingFiltersLearnedValues: a rule without window whose select learns
+// keeps only the outputs its having accepts, and the learning sees every
+// record (the filtered ones included), so the kept outputs are exactly those
+// of the rule without having that pass the condition.
+func TestHavingFiltersLearnedValues(t *testing.T) {
+	vs := []float64{10, 10.1, 9.9, 10, 10.2, 9.8, 10, 30, 10.1, 9.9, 10, -5, 10}
+	all := mustCompile(t, Spec{Name: "z", GroupBy: []string{"d"}, Select: []SelectItem{{"z", "zscore(v, 5)"}, {"v", "v"}}})
+	kept := mustCompile(t, Spec{Name: "z", GroupBy: []string{"d"}, Select: []SelectItem{{"z", "zscore(v, 5)"}, {"v", "v"}}, Having: "abs(z) > 3 AND v <> 0"})
+	var want []float64
+	for _, z := range values(t, all, "z", series("a", vs...)) {
+		if !math.IsNaN(z) && math.Abs(z) > 3 {
+			want = append(want, z)
+		}
+	}
+	got := values(t, kept, "z", series("a", vs...))
+	if len(want) == 0 || len(got) != len(want) {
+		t.Fatalf("kept %v, want %v", got, want)
+	}
+	for i := range want {
+		if !same(got[i], want[i]) {
+			t.Errorf("output %d: z %v, want %v", i, got[i], want[i])
+		}
+	}
+	if f := kept.Stats.Filtered; f != uint64(len(vs)-len(want)) {
+		t.Errorf("filtered %d, want %d", f, len(vs)-len(want))
+	}
+	// A rule that learns nothing still filters with where.
+	if _, err := Compile(Spec{Name: "x", Select: []SelectItem{{"v", "v"}}, Having: "v > 1"}); err == nil || !strings.Contains(err.Error(), "needs a window; use where") {
+		t.Errorf("having without window or learning: %v", err)
+	}
+}

@@ -175,7 +175,7 @@ func compile(s Spec, o Options) (*Plan, error) {
 		return nil, specErr("group_by", "needs a window (or an alert, pattern, deadband or a learning function)")
 	}
 	if s.Having != "" {
-		if !windowed {
+		if !windowed && p.online == nil {
 			return nil, specErr("having", "needs a window; use where")
 		}
 		n, err := parseExpr(s.Having)
@@ -183,6 +183,12 @@ func compile(s Spec, o Options) (*Plan, error) {
 			return nil, &SpecError{Field: "having", Err: err}
 		}
 		c := &compiler{src: s.Having, aggs: &p.aggs, keys: s.GroupBy, names: p.names(), aggMode: true, plan: p, models: p.models}
+		if !windowed {
+			// A rule whose select learns (anomaly_score, ...) filters its
+			// outputs on what was learned: where cannot see those values.
+			// having sees the selected values first, then the record's.
+			c = &compiler{src: s.Having, models: p.models}
+		}
 		fn, err := c.compile(n)
 		if err != nil {
 			return nil, &SpecError{Field: "having", Err: err}
@@ -411,6 +417,16 @@ func (p *Plan) stateless(r *Record, t int64, out []Output) []Output {
 		p.online.enter(p, rw.key)
 	}
 	rw.vals = p.project(r)
+	if p.having != nil {
+		fs := p.alloc(len(rw.vals) + len(r.Fields))
+		copy(fs, rw.vals)
+		copy(fs[len(rw.vals):], r.Fields)
+		p.selRec = Record{Fields: fs, Time: r.Time, Topic: r.Topic}
+		if !p.having(&p.selRec, nil).Truthy() {
+			p.Stats.Filtered++
+			return out
+		}
+	}
 	if p.online != nil && (p.alert != nil || p.pattern != nil) {
 		// Conditions see what the learning functions computed: the
 		// selected values first, then the record's fields.

@@ -149,7 +149,7 @@ type LogTail struct {
 	Truncations atomic.Uint64 // files read again from the start (copytruncate, replaced content)
 	Resumed     atomic.Uint64 // files resumed from a saved position
 	Copies      atomic.Uint64 // copytruncate copies read for the lines not yet read
-	Uncovered   atomic.Uint64 // rotated files found at start that no saved position covered
+	Uncovered   atomic.Uint64 // rotated files no position covered (found at start, or rotated away between two scans), read from the start
 	Open        atomic.Int64  // files open now
 }
 
@@ -452,8 +452,54 @@ func (t *LogTail) match(path string, first bool) {
 	} else if first && t.fresh && t.opts.Start == StartEnd {
 		tf.off = lineStart(f, size)
 		tf.done = tf.off
+	} else if !first {
+		t.skipped(path, id)
 	}
 	t.add(tf)
+}
+
+// skipped picks up files that were at path only between two scans: a new
+// file appeared at path (id), and files may have been created there and
+// renamed away since the one read last, when rotations come faster than the
+// tailer looks (a busy pipeline holds it back). They are the siblings named
+// path plus a suffix, not tracked, modified after the last write to the
+// file last read at path; they are read from the start.
+func (t *LogTail) skipped(path string, id fileID) {
+	var prev *tailFile
+	for _, tf := range t.order {
+		if tf.path == path && tf.id != id {
+			prev = tf // the last added
+		}
+	}
+	if prev == nil {
+		return
+	}
+	pfi, err := prev.f.Stat()
+	if err != nil {
+		return
+	}
+	dir, base := filepath.Dir(path), filepath.Base(path)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !e.Type().IsRegular() || e.Name() == base || !strings.HasPrefix(e.Name(), base) || isCompressed(e.Name()) {
+			continue
+		}
+		fi, err := e.Info()
+		// Strictly after: a copytruncate copy made before that last write
+		// holds lines read already. File times come from a coarse clock,
+		// so a file written only within the same tick is still missed.
+		if err != nil || !fi.ModTime().After(pfi.ModTime()) {
+			continue
+		}
+		sid, ok := identity(fi)
+		if !ok || sid == id || t.files[sid] != nil {
+			continue
+		}
+		t.openSibling(filepath.Join(dir, e.Name()), path, sid, nil)
+	}
 }
 
 func (t *LogTail) add(tf *tailFile) {

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -74,6 +77,28 @@ func (b *bench) startAgent(ctx context.Context, dir, gateway, broker, rules stri
 		return nil, err
 	}
 	return a, nil
+}
+
+// mallocs reads the agent's count of heap allocations so far from its
+// /metrics (go_memstats_mallocs_total); the address is the one it logged.
+func mallocs(a *child) (uint64, error) {
+	m := regexp.MustCompile(`local API listening.* addr=(\S+)`).FindStringSubmatch(a.lastLine("local API listening"))
+	if m == nil {
+		return 0, fmt.Errorf("the agent did not log its API address")
+	}
+	resp, err := http.Get("http://" + m[1] + "/metrics")
+	if err != nil {
+		return 0, fmt.Errorf("agent metrics: %w", err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "go_memstats_mallocs_total "); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("agent metrics: no go_memstats_mallocs_total")
 }
 
 // agentTotals are the counters the agent logs when it stops.

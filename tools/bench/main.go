@@ -55,6 +55,7 @@
 //	idle_rss_mb                        agent RSS 5 s after subscribing, no load
 //	e2e_w1_{5k,20k}_cpu_us_per_msg     agent CPU per message
 //	e2e_w1_{5k,20k}_floor_cpu_us_per_msg  the bare subscriber's, same load
+//	e2e_w1_{5k,20k}_allocs_per_msg     agent heap allocations per message, same span as its CPU
 //	e2e_w1_5k_broker_cpu_us_per_msg    mosquitto's, during the 5k agent run
 //	e2e_w1a_5k_latency_p99_ms          W1a: record ts to upstream arrival, p99
 //	e2e_w1a_5k_cpu_us_per_msg          W1a: agent CPU per message

@@ -29,6 +29,7 @@ type w1Run struct {
 	counted               uint64
 	all                   bool // every sent message was counted in time
 	before, loaded, after sample
+	mallocs               uint64  // heap allocations of the agent from before to after
 	hwmMiB                float64 // the agent's peak RSS
 	totals                agentTotals
 }
@@ -70,6 +71,10 @@ func (b *bench) agentRun(ctx context.Context, label string, l load, countWait ti
 func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testenv.Mosquitto, up *upstream, agent *child, countWait time.Duration) (w1Run, error) {
 	meter := b.meter(map[string]int{"agent": agent.pid(), "mosquitto": broker.Cmd.Process.Pid})
 	var err error
+	m0, err := mallocs(agent)
+	if err != nil {
+		return r, err
+	}
 	if r.before, err = meter.sample(); err != nil {
 		return r, err
 	}
@@ -90,6 +95,11 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 	if r.after, err = meter.sample(); err != nil {
 		return r, err
 	}
+	m1, err := mallocs(agent)
+	if err != nil {
+		return r, err
+	}
+	r.mallocs = m1 - m0
 	if r.hwmMiB, err = memMiB(agent.pid(), "VmHWM"); err != nil {
 		return r, err
 	}
@@ -163,6 +173,7 @@ func (b *bench) cpuRun(ctx context.Context, rate int) (w1Run, error) {
 			l.label(), r.counted, r.sim.sent, cpuCountWait, r.sim.sent)
 	}
 	b.report("e2e_w1_"+l.label()+"_cpu_us_per_msg", perMsg(r.after.since(r.before, "agent"), r.sim.sent), 1, "us/msg")
+	b.report("e2e_w1_"+l.label()+"_allocs_per_msg", float64(r.mallocs)/float64(r.sim.sent), 2, "allocs/msg")
 	return r, nil
 }
 

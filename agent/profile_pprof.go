@@ -9,9 +9,28 @@ import (
 )
 
 // startProfile writes a CPU profile of the run to the file named by
-// SLUICE_CPUPROFILE, in builds with the pprof tag only (make profile-w1):
-// release binaries carry no profiler.
+// SLUICE_CPUPROFILE, and a heap profile (with every allocation since the
+// start: go tool pprof -sample_index=alloc_objects) to SLUICE_MEMPROFILE when
+// the run ends, in builds with the pprof tag only (make profile-w1): release
+// binaries carry no profiler.
 func startProfile() (stop func(), err error) {
+	if mem := os.Getenv("SLUICE_MEMPROFILE"); mem != "" {
+		stopCPU, err := startCPUProfile()
+		if err != nil {
+			return nil, err
+		}
+		return func() {
+			stopCPU()
+			if f, err := os.Create(mem); err == nil {
+				pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}, nil
+	}
+	return startCPUProfile()
+}
+
+func startCPUProfile() (stop func(), err error) {
 	path := os.Getenv("SLUICE_CPUPROFILE")
 	if path == "" {
 		return func() {}, nil

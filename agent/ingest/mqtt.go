@@ -144,6 +144,11 @@ func (s *MQTT) Start(ctx context.Context, out chan<- Message) error {
 		SetKeepAlive(s.opts.KeepAlive).
 		SetResumeSubs(false).
 		SetCustomOpenConnectionFn(s.dial).
+		// Every message goes to the default handler, subscriptions register
+		// none: paho's router then matches no topic filter per message
+		// (two strings.Split each), and messages a persistent session
+		// delivers before the subscribe call have a handler too.
+		SetDefaultPublishHandler(s.handle).
 		SetOnConnectHandler(s.onConnect).
 		SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 			s.connected.Store(false)
@@ -234,7 +239,7 @@ func (s *MQTT) onConnect(c mqtt.Client) {
 	for _, t := range s.opts.Topics {
 		filters[t] = s.opts.QoS
 	}
-	t := c.SubscribeMultiple(filters, s.handle)
+	t := c.SubscribeMultiple(filters, nil)
 	go func() {
 		if t.WaitTimeout(10*time.Second) && t.Error() == nil {
 			s.log.Info("mqtt subscribed", "url", s.opts.URL, "topics", s.opts.Topics)

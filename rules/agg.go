@@ -9,12 +9,17 @@ import (
 // struct serves every aggregate, so a group's state is a slice of fixed-size
 // values that is updated without allocating; the few aggregates that need
 // more (quantile, count_distinct) keep it in ext.
+//
+// The fields every update reads (ext, to know whether one is needed, and
+// n) come first, in the acc's first cache line: a window's accumulators are
+// many and cold, and an update that touches two lines per aggregate costs
+// twice the misses.
 type acc struct {
+	ext     accExt  // sketch or set; nil until needed
 	n       float64 // values folded in
 	a, b, c float64 // per aggregate (sum; mean and M2; increase, first and last value)
 	t0, t1  int64   // unix ns of the first and last value (first, last, rate)
 	v0, v1  Value   // first and last value (first, last)
-	ext     accExt  // sketch or set; nil until needed
 }
 
 // accExt is the part of an accumulator that does not fit in acc's fields.
@@ -35,7 +40,8 @@ type accExt interface {
 // aggregates.
 type aggFunc struct {
 	name    string
-	consts  int // constant arguments after the value
+	state   string // aggregates with the same state share it (see sharedState); "" is the name
+	consts  int    // constant arguments after the value
 	numeric bool
 	add     func(a *acc, v Value, t int64)
 	merge   func(dst, src *acc)

@@ -34,14 +34,14 @@ var aggCount = &aggFunc{name: "count",
 	result: func(a *acc, _ []float64) Value { return Number(a.n) },
 }
 
-var aggSum = &aggFunc{name: "sum", numeric: true, add: addNumber, merge: mergeNumber,
+var aggSum = &aggFunc{name: "sum", state: "number", numeric: true, add: addNumber, merge: mergeNumber,
 	result: func(a *acc, _ []float64) Value { return numberOrNull(a, a.a) }}
 
-var aggAvg = &aggFunc{name: "avg", numeric: true, add: addNumber, merge: mergeNumber,
+var aggAvg = &aggFunc{name: "avg", state: "number", numeric: true, add: addNumber, merge: mergeNumber,
 	result: func(a *acc, _ []float64) Value { return numberOrNull(a, a.a/a.n) }}
 
-var aggMin = &aggFunc{name: "min", numeric: true, add: addNumber, merge: mergeNumber,
+var aggMin = &aggFunc{name: "min", state: "number", numeric: true, add: addNumber, merge: mergeNumber,
 	result: func(a *acc, _ []float64) Value { return numberOrNull(a, a.b) }}
 
-var aggMax = &aggFunc{name: "max", numeric: true, add: addNumber, merge: mergeNumber,
+var aggMax = &aggFunc{name: "max", state: "number", numeric: true, add: addNumber, merge: mergeNumber,
 	result: func(a *acc, _ []float64) Value { return numberOrNull(a, a.c) }}

@@ -49,10 +49,10 @@ func mergeCounter(d, s *acc) {
 	d.n += s.n
 }
 
-var aggDelta = &aggFunc{name: "delta", numeric: true, add: addCounter, merge: mergeCounter,
+var aggDelta = &aggFunc{name: "delta", state: "counter", numeric: true, add: addCounter, merge: mergeCounter,
 	result: func(a *acc, _ []float64) Value { return numberOrNull(a, a.a) }}
 
-var aggRate = &aggFunc{name: "rate", numeric: true, add: addCounter, merge: mergeCounter,
+var aggRate = &aggFunc{name: "rate", state: "counter", numeric: true, add: addCounter, merge: mergeCounter,
 	result: func(a *acc, _ []float64) Value {
 		if a.n < 2 || a.t1 <= a.t0 {
 			return Null

@@ -44,7 +44,7 @@ func welford(sample, root bool) func(a *acc, _ []float64) Value {
 	}
 }
 
-var aggStddev = &aggFunc{name: "stddev", numeric: true, add: addWelford, merge: mergeWelford, result: welford(true, true)}
-var aggStddevPop = &aggFunc{name: "stddev_pop", numeric: true, add: addWelford, merge: mergeWelford, result: welford(false, true)}
-var aggVariance = &aggFunc{name: "variance", numeric: true, add: addWelford, merge: mergeWelford, result: welford(true, false)}
-var aggVarPop = &aggFunc{name: "var_pop", numeric: true, add: addWelford, merge: mergeWelford, result: welford(false, false)}
+var aggStddev = &aggFunc{name: "stddev", state: "welford", numeric: true, add: addWelford, merge: mergeWelford, result: welford(true, true)}
+var aggStddevPop = &aggFunc{name: "stddev_pop", state: "welford", numeric: true, add: addWelford, merge: mergeWelford, result: welford(false, true)}
+var aggVariance = &aggFunc{name: "variance", state: "welford", numeric: true, add: addWelford, merge: mergeWelford, result: welford(true, false)}
+var aggVarPop = &aggFunc{name: "var_pop", state: "welford", numeric: true, add: addWelford, merge: mergeWelford, result: welford(false, false)}

@@ -3,6 +3,7 @@ package rules
 import (
 	"math"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/sluiceio/sluice/rules/ml"
@@ -63,11 +64,57 @@ type compiler struct {
 	models  map[string]*ml.Model
 }
 
-// aggSlot is one aggregate call of a windowed rule.
+// aggSlot is one accumulator of a windowed rule, for one aggregate call or
+// several that share it (see sharedState).
 type aggSlot struct {
 	fn     *aggFunc
 	arg    evalFn // nil for count(*)
 	consts []float64
+	share  string // what calls with the same state have in common; "" shares nothing
+}
+
+// sharedState returns the key under which an aggregate call can share its
+// accumulator with others of the rule: the kind of state and the argument.
+// An argument that calls a function is not shared: a learning function
+// (anomaly_score, ...) must see each call's values.
+func sharedState(n *node, af *aggFunc) string {
+	kind := af.state
+	if kind == "" {
+		kind = af.name
+	}
+	if n.star || len(n.args) == 0 {
+		return kind + "(*)"
+	}
+	b := []byte(kind + "(")
+	if !appendNodeKey(&b, n.args[0]) {
+		return ""
+	}
+	return string(b)
+}
+
+// appendNodeKey writes a canonical form of an expression without calls;
+// it returns false for one with a call.
+func appendNodeKey(b *[]byte, n *node) bool {
+	if n.op == "call" {
+		return false
+	}
+	*b = append(*b, n.op...)
+	*b = append(*b, 0)
+	*b = strconv.AppendFloat(*b, n.num, 'g', -1, 64)
+	*b = append(*b, 0)
+	*b = strconv.AppendQuote(*b, n.str)
+	if n.star {
+		*b = append(*b, '*')
+	}
+	*b = append(*b, '[')
+	for _, a := range n.args {
+		if !appendNodeKey(b, a) {
+			return false
+		}
+		*b = append(*b, ',')
+	}
+	*b = append(*b, ']')
+	return true
 }
 
 // add folds record r (at event time t) into a.
@@ -278,8 +325,23 @@ func (c *compiler) aggregate(n *node, af *aggFunc) (evalFn, error) {
 	default:
 		return nil, c.errorf(n, "%s() takes %d argument(s), got %d", n.str, 1+af.consts, len(n.args))
 	}
+	// Aggregates that keep the same state of the same argument share one
+	// accumulator (avg(x) and max(x), quantile(x, 0.5) and
+	// quantile(x, 0.95)): a record updates it once, and a group's state is
+	// smaller, which is what a window of many groups pays for in cache misses.
+	slot.share = sharedState(n, af)
 	i := len(*c.aggs)
-	*c.aggs = append(*c.aggs, slot)
+	if slot.share != "" {
+		for j, s := range *c.aggs {
+			if s.share == slot.share {
+				i = j
+				break
+			}
+		}
+	}
+	if i == len(*c.aggs) {
+		*c.aggs = append(*c.aggs, slot)
+	}
 	result, consts := af.result, slot.consts
 	return func(_ *Record, g *aggView) Value { return result(&g.accs[i], consts) }, nil
 }

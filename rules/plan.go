@@ -218,7 +218,7 @@ func (p *Plan) compileWindow(s Spec, w Window) error {
 		return nil
 	case Tumbling:
 		if err = pos("tumbling", w.Size); err == nil {
-			p.wins = &timeWindows{size: int64(w.Size), every: int64(w.Size)}
+			p.wins = newTimeWindows(int64(w.Size), int64(w.Size))
 		}
 	case Hopping:
 		if err = pos("size", w.Size); err == nil {
@@ -228,7 +228,7 @@ func (p *Plan) compileWindow(s Spec, w Window) error {
 			err = specErr("window.every", "%s makes more than 1000 windows of %s overlap", w.Every, w.Size)
 		}
 		if err == nil {
-			p.wins = &timeWindows{size: int64(w.Size), every: int64(w.Every)}
+			p.wins = newTimeWindows(int64(w.Size), int64(w.Every))
 		}
 	case Sliding:
 		if err = pos("sliding", w.Size); err == nil {
@@ -314,6 +314,25 @@ func (p *Plan) Process(r *Record, out []Output) []Output {
 	out = p.wins.add(p, r, t, out)
 	if p.pattern != nil {
 		out = p.pattern.advance(p, p.wm, out)
+	}
+	return out
+}
+
+// ProcessBatch feeds records to the plan in order and appends any outputs
+// to out: the same outputs, in the same order, as calling Process for each.
+//
+// A caller with several plans over one stream gets its throughput from the
+// order of the loops: plan by plan over a batch of records, rather than
+// record by record over the plans. A plan's state (its groups, their
+// accumulators, its maps) is then used for a whole batch while it is in
+// the CPU's caches, instead of being evicted by the other plans' state
+// between two records; with 100 windowed rules over 1,000 devices this
+// makes the engine about twice as fast (tools/benchrules). Each plan's
+// outputs come in the order of its records; outputs of different plans are
+// no longer interleaved by record.
+func (p *Plan) ProcessBatch(rs []*Record, out []Output) []Output {
+	for _, r := range rs {
+		out = p.Process(r, out)
 	}
 	return out
 }

@@ -13,11 +13,23 @@ import (
 // their own buckets; values closer to zero than sketchMinValue count as zero.
 // Two sketches merge exactly (bucket counts add), so a merged sketch answers
 // as if it had seen both inputs.
+//
+// Values are first noted as bucket codes in few, and counted into the
+// buckets when few is full or the sketch is read: a window's sketches are
+// many (one per group, and per slice of a hopping window), most see few
+// values, and appending a code touches one cache line where a bucket of a
+// wide range is a miss of its own; merging sketches that saw few values is
+// then appending their codes. Bucket counts are integers, so the order in
+// which codes are counted changes nothing.
 type sketch struct {
 	pos, neg bucketStore
 	zero     uint64
 	n        uint64
+	few      []int32 // codes not yet counted: bucket<<1, | 1 for a negative value
 }
+
+// sketchFew is how many codes a sketch notes before counting them.
+const sketchFew = 64
 
 const (
 	sketchAlpha    = 0.01
@@ -57,10 +69,24 @@ func (s *bucketStore) add(i int32, c uint32) {
 }
 
 func (s *bucketStore) merge(o *bucketStore) {
-	for j, c := range o.counts {
-		if c > 0 {
-			s.add(o.off+int32(j), c)
-		}
+	lo, hi := 0, len(o.counts) // o's non-empty run
+	for lo < hi && o.counts[lo] == 0 {
+		lo++
+	}
+	for hi > lo && o.counts[hi-1] == 0 {
+		hi--
+	}
+	if lo == hi {
+		return
+	}
+	// Make room for the whole run once (add grows s at either end), then
+	// add the counts in one pass: windows merged from slices do this for
+	// every group of every slice.
+	s.add(o.off+int32(lo), 0)
+	s.add(o.off+int32(hi-1), 0)
+	dst := s.counts[o.off+int32(lo)-s.off:]
+	for j, c := range o.counts[lo:hi] {
+		dst[j] += c
 	}
 }
 
@@ -73,12 +99,35 @@ func (s *sketch) add(x float64) {
 	s.n++
 	switch {
 	case x > sketchMinValue:
-		s.pos.add(sketchIndex(x), 1)
+		s.note(sketchIndex(x) << 1)
 	case x < -sketchMinValue:
-		s.neg.add(sketchIndex(-x), 1)
+		s.note(sketchIndex(-x)<<1 | 1)
 	default:
 		s.zero++
 	}
+}
+
+// note adds a code to few, counting few when it is full.
+func (s *sketch) note(code int32) {
+	if s.few == nil {
+		s.few = make([]int32, 0, sketchFew)
+	}
+	s.few = append(s.few, code)
+	if len(s.few) == sketchFew {
+		s.count()
+	}
+}
+
+// count moves the codes of few into the buckets.
+func (s *sketch) count() {
+	for _, c := range s.few {
+		if c&1 == 0 {
+			s.pos.add(c>>1, 1)
+		} else {
+			s.neg.add(c>>1, 1)
+		}
+	}
+	s.few = s.few[:0]
 }
 
 // quantile returns the value at rank q·(n-1) of what was added, within the
@@ -87,6 +136,7 @@ func (s *sketch) quantile(q float64) float64 {
 	if s.n == 0 {
 		return math.NaN()
 	}
+	s.count()
 	rank := q * float64(s.n-1)
 	var cum float64
 	for j := len(s.neg.counts) - 1; j >= 0; j-- {
@@ -114,10 +164,14 @@ func (s *sketch) reset() {
 	clear(s.pos.counts)
 	clear(s.neg.counts)
 	s.zero, s.n = 0, 0
+	s.few = s.few[:0]
 }
 
 func (s *sketch) merge(o accExt) {
 	src := o.(*sketch)
+	for _, c := range src.few {
+		s.note(c)
+	}
 	s.pos.merge(&src.pos)
 	s.neg.merge(&src.neg)
 	s.zero += src.zero
@@ -125,6 +179,7 @@ func (s *sketch) merge(o accExt) {
 }
 
 func (s *sketch) appendBinary(b []byte) []byte {
+	s.count() // the saved form has buckets only
 	b = binary.AppendUvarint(b, s.zero)
 	for _, st := range []*bucketStore{&s.pos, &s.neg} {
 		lo, hi := 0, len(st.counts) // trim empty buckets at both ends
@@ -193,7 +248,7 @@ func sketchResult(a *acc, q float64) Value {
 	return Number(sketchOf(a).quantile(q))
 }
 
-var aggQuantile = &aggFunc{name: "quantile", consts: 1, numeric: true,
+var aggQuantile = &aggFunc{name: "quantile", state: "sketch", consts: 1, numeric: true,
 	add: func(a *acc, v Value, _ int64) {
 		a.n++
 		sketchOf(a).add(v.Num)
@@ -212,7 +267,7 @@ var aggQuantile = &aggFunc{name: "quantile", consts: 1, numeric: true,
 	},
 }
 
-var aggMedian = &aggFunc{name: "median", numeric: true,
+var aggMedian = &aggFunc{name: "median", state: "sketch", numeric: true,
 	add: aggQuantile.add, merge: aggQuantile.merge, newExt: aggQuantile.newExt,
 	result: func(a *acc, _ []float64) Value { return sketchResult(a, 0.5) },
 }

@@ -2,8 +2,14 @@
 // goroutine, and prints BENCH lines for make bench:
 //
 //	BENCH rules_where_tumbling_avg_rps <n> records/s   one rule: where + tumbling avg by device, 1,000 devices
-//	BENCH rules_100_rules_rps <n> records/s            100 mixed rules on one stream
+//	BENCH rules_100_rules_rps <n> records/s            100 mixed rules on one stream, in batches of 512 records
+//	BENCH rules_100_rules_per_record_rps <n> records/s the same, each record through all rules before the next
 //	BENCH rules_allocs_per_record <n> allocs           a stateless rule (where + computed select)
+//
+// rules_100_rules_rps drives the plans as the pipeline does when messages
+// queue up: Plan.ProcessBatch, plan by plan over up to 512 records (see its
+// doc comment for why). -mix, -devices and -batch vary the load for
+// profiling (-cpuprofile).
 package main
 
 import (
@@ -21,6 +27,10 @@ import (
 func main() {
 	dur := flag.Duration("d", 2*time.Second, "how long each throughput measurement runs")
 	profile := flag.String("cpuprofile", "", "write a CPU profile to this file")
+	devices := flag.Int("devices", 1000, "distinct devices the records cycle over")
+	mix := flag.String("mix", "0123456789", "kinds of rule (digits of hundredRules' switch) the 100 rules cycle over, to profile one kind")
+	only := flag.String("only", "", "run only this measurement (where_tumbling, 100_rules, allocs)")
+	batch := flag.Int("batch", 512, "records per ProcessBatch call in rules_100_rules_rps")
 	flag.Parse()
 	if *profile != "" {
 		f, err := os.Create(*profile)
@@ -29,15 +39,22 @@ func main() {
 		defer pprof.StopCPUProfile()
 	}
 	runtime.GOMAXPROCS(1)
-	rs := records(100_000, 1000)
+	rs := records(100_000, *devices)
 
-	one, err := rules.Compile(rules.Spec{Name: "avg", Where: "temperature > -40 AND temperature < 150", GroupBy: []string{"device"},
-		Tumbling: time.Minute, Select: []rules.SelectItem{{Name: "avg_t", Expr: "avg(temperature)"}}})
-	check(err)
-	fmt.Printf("BENCH rules_where_tumbling_avg_rps %.0f records/s\n", throughput([]*rules.Plan{one}, rs, *dur))
-
-	fmt.Printf("BENCH rules_100_rules_rps %.0f records/s\n", throughput(hundredRules(), rs, *dur))
-
+	run := func(name string) bool { return *only == "" || *only == name }
+	if run("where_tumbling") {
+		one, err := rules.Compile(rules.Spec{Name: "avg", Where: "temperature > -40 AND temperature < 150", GroupBy: []string{"device"},
+			Tumbling: time.Minute, Select: []rules.SelectItem{{Name: "avg_t", Expr: "avg(temperature)"}}})
+		check(err)
+		fmt.Printf("BENCH rules_where_tumbling_avg_rps %.0f records/s\n", throughput([]*rules.Plan{one}, rs, 0, *dur))
+	}
+	if run("100_rules") {
+		fmt.Printf("BENCH rules_100_rules_rps %.0f records/s\n", throughput(hundredRules(*mix), rs, *batch, *dur))
+		fmt.Printf("BENCH rules_100_rules_per_record_rps %.0f records/s\n", throughput(hundredRules(*mix), rs, 0, *dur))
+	}
+	if !run("allocs") {
+		return
+	}
 	stateless, err := rules.Compile(rules.Spec{Name: "f", Where: "temperature > 20 AND device LIKE 'dev-%'",
 		Select: []rules.SelectItem{{Name: "device", Expr: "device"}, {Name: "f", Expr: "round(temperature * 9 / 5 + 32, 1)"}}})
 	check(err)
@@ -74,9 +91,10 @@ func records(n, devices int) []*rules.Record {
 
 // hundredRules is a mix like a real gateway's: filters, windows of every
 // kind, alerts and report-by-exception.
-func hundredRules() []*rules.Plan {
+func hundredRules(mix string) []*rules.Plan {
 	var ps []*rules.Plan
-	for i := 0; len(ps) < 100; i++ {
+	for j := 0; len(ps) < 100; j++ {
+		i := j/len(mix)*10 + int(mix[j%len(mix)]-'0')
 		name := "r" + strconv.Itoa(i)
 		th := strconv.Itoa(i % 50)
 		var s rules.Spec
@@ -113,8 +131,9 @@ func hundredRules() []*rules.Plan {
 }
 
 // throughput feeds rs round after round (times moving on) to every plan for
-// about d and returns records per second.
-func throughput(ps []*rules.Plan, rs []*rules.Record, d time.Duration) float64 {
+// about d and returns records per second: with batch > 0 plan by plan over
+// batches of that many records, else record by record.
+func throughput(ps []*rules.Plan, rs []*rules.Record, batch int, d time.Duration) float64 {
 	var out []rules.Output
 	span := rs[len(rs)-1].Time.Sub(rs[0].Time) + time.Millisecond
 	base := make([]time.Time, len(rs))
@@ -127,8 +146,18 @@ func throughput(ps []*rules.Plan, rs []*rules.Record, d time.Duration) float64 {
 		shift := time.Duration(round) * span
 		for i, r := range rs {
 			r.Time = base[i].Add(shift)
-			for _, p := range ps {
-				out = p.Process(r, out[:0])
+		}
+		if batch > 0 {
+			for b := 0; b < len(rs); b += batch {
+				for _, p := range ps {
+					out = p.ProcessBatch(rs[b:min(b+batch, len(rs))], out[:0])
+				}
+			}
+		} else {
+			for _, r := range rs {
+				for _, p := range ps {
+					out = p.Process(r, out[:0])
+				}
 			}
 		}
 		n += len(rs)

@@ -18,8 +18,12 @@ type Output struct {
 	WindowEnd   time.Time
 	Key         []Field // group_by fields
 	Values      []Field // select items, in order
-	Event       string  // alerts: "raised" or "cleared"; patterns: "matched"
+	Event       string  // alerts: "raised" or "cleared"; patterns: "matched"; EventLate
 }
+
+// EventLate is the Event of the output a late record makes under
+// EventTime.Late = LateEmit.
+const EventLate = "late"
 
 // Clone returns a copy of o that shares no memory with the plan or the record
 // it came from.
@@ -58,7 +62,8 @@ func (o *Output) GroupKey() string {
 // AppendJSON appends the output as the JSON object of the upstream envelope
 // without "gateway" and "seq", which the uplink adds:
 // {"rule":…,"ts":…,"event":…,"window":{…},"key":{…},"values":{…},"tags":{…}}
-// ("event" only for alerts and patterns, "window" only for windowed rules).
+// ("event" only for alerts, patterns and late records, "window" only for
+// windowed rules).
 func (o *Output) AppendJSON(dst []byte, tags []Field) []byte {
 	dst = append(dst, `{"rule":`...)
 	dst = AppendJSONString(dst, o.Rule)

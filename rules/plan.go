@@ -50,6 +50,7 @@ type Plan struct {
 	stateful bool     // keeps state: a window, an alert, a pattern or a deadband
 
 	timeField      string
+	emitLate       bool // EventTime.Late is LateEmit
 	lateness, idle int64
 	wm, maxT       int64 // watermark and newest event time, unix ns
 	started        bool  // a record set wm
@@ -138,6 +139,16 @@ func compile(s Spec, o Options) (*Plan, error) {
 	}
 	if s.EventTime.Field == "" && (s.EventTime.Lateness > 0 || s.EventTime.Idle > 0) {
 		return nil, specErr("event_time.field", "is required with lateness or idle")
+	}
+	switch s.EventTime.Late {
+	case "", LateDrop:
+	case LateEmit:
+		if s.EventTime.Field == "" {
+			return nil, specErr("event_time.field", "is required with late: %s (only event time makes records late)", LateEmit)
+		}
+		p.emitLate = true
+	default:
+		return nil, specErr("event_time.late", "must be %q or %q, got %q", LateDrop, LateEmit, s.EventTime.Late)
 	}
 	if windowed && len(s.Select) == 0 {
 		return nil, specErr("select", "a windowed rule needs at least one select item")
@@ -293,6 +304,14 @@ func (p *Plan) Windowed() bool { return p.stateful }
 func (p *Plan) Fingerprint() uint64 { return p.fp }
 
 // Process feeds one record to the plan and appends any outputs to out.
+//
+// A late record (event time older than the watermark) is counted in
+// Stats.Late and dropped; with EventTime.Late set to LateEmit it is also
+// emitted as it came, in an output of its own: Event "late", Time its event
+// time, Key its group_by fields, Values all its fields (less Drop), and for
+// tumbling and hopping windows the first window its time falls in (the
+// window it was too late for). Like a stateless rule's values, its strings
+// may point into the record.
 func (p *Plan) Process(r *Record, out []Output) []Output {
 	p.Stats.Processed++
 	if len(out) == 0 {
@@ -305,6 +324,9 @@ func (p *Plan) Process(r *Record, out []Output) []Output {
 	t, ok := p.eventTime(r)
 	if !ok {
 		p.Stats.Late++
+		if p.emitLate {
+			return p.late(r, t, out)
+		}
 		return out
 	}
 	if p.wins == nil {
@@ -335,6 +357,22 @@ func (p *Plan) ProcessBatch(rs []*Record, out []Output) []Output {
 		out = p.Process(r, out)
 	}
 	return out
+}
+
+// late emits a late record as an output of its own (see Process).
+func (p *Plan) late(r *Record, t int64, out []Output) []Output {
+	o := Output{Rule: p.name, Time: timeAt(t), Event: EventLate}
+	if len(p.keys) > 0 {
+		o.Key = p.keyFields(r)
+	}
+	o.Values = p.appendRecord(p.alloc(len(r.Fields))[:0], r)
+	if w, ok := p.wins.(*timeWindows); ok {
+		if ws := floorTo(t-w.size, w.every) + w.every; ws <= t { // else t falls between hopping windows
+			o.WindowStart, o.WindowEnd = timeAt(ws), timeAt(ws+w.size)
+		}
+	}
+	p.Stats.Emitted++
+	return append(out, o)
 }
 
 // eventTime returns r's time in unix ns and moves the watermark; ok is false

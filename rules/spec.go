@@ -3,6 +3,7 @@ package rules
 import (
 	"fmt"
 	"hash/fnv"
+	"strings"
 	"time"
 )
 
@@ -70,14 +71,22 @@ type Window struct {
 //
 // With event time a watermark trails the newest event time seen by Lateness;
 // a record older than the watermark is late: it is counted (Stats.Late) and
-// dropped, and windows close when the watermark passes their end. When Idle
-// is set, Tick also moves the watermark to at least now - Idle, so windows
-// close when devices stop sending.
+// dropped, or with Late set to LateEmit emitted on its own (see
+// Plan.Process), and windows close when the watermark passes their end.
+// When Idle is set, Tick also moves the watermark to at least now - Idle, so
+// windows close when devices stop sending.
 type EventTime struct {
 	Field    string        // unix seconds or milliseconds (a number), or an RFC 3339 string
 	Lateness time.Duration // how far behind the newest a record may be
 	Idle     time.Duration // 0: only records move the watermark
+	Late     string        // what becomes of a late record: LateDrop (also "") or LateEmit
 }
+
+// What becomes of a late record (EventTime.Late).
+const (
+	LateDrop = "drop" // counted in Stats.Late and dropped
+	LateEmit = "emit" // counted in Stats.Late and emitted as an output with Event "late"
+)
 
 // Alert turns a condition into raise and clear events per group key. Its
 // conditions see the fields of the input record (rules without window) or the
@@ -131,8 +140,12 @@ func (s *Spec) Fingerprint() uint64 {
 	c.Tumbling = 0
 	a, d := c.Alert, c.Deadband
 	c.Alert, c.Deadband = nil, nil
+	// What becomes of late records is no part of the state; and EventTime
+	// is printed as it was before it had Late, so that the fingerprints of
+	// saved state stay the same.
+	c.EventTime.Late = ""
 	h := fnv.New64a()
-	fmt.Fprintf(h, "%#v|%#v|%#v", c, a, d)
+	h.Write([]byte(strings.Replace(fmt.Sprintf("%#v|%#v|%#v", c, a, d), `, Late:""}`, "}", 1)))
 	return h.Sum64()
 }
 

@@ -11,7 +11,7 @@ import (
 // Compile turns into the same plan as the structured form of the rule:
 //
 //	SELECT device, avg(temperature) AS avg_t, count(*) AS n
-//	FROM telemetry [TIMESTAMP BY ts [LATENESS 10s]]
+//	FROM telemetry [TIMESTAMP BY ts [LATENESS 10s] [EMIT LATE]]
 //	[WHERE temperature BETWEEN -40 AND 150]
 //	[GROUP BY device, TUMBLING(1m)]
 //	[HAVING count(*) > 0]
@@ -90,6 +90,13 @@ func (q *sqlParser) statement(name string) (Spec, error) {
 				return s, err
 			}
 			s.EventTime.Lateness = d
+		}
+		if q.isKeyword("EMIT") {
+			q.i++
+			if !q.keyword("LATE") {
+				return s, q.errorf(q.peek(), "expected LATE after EMIT")
+			}
+			s.EventTime.Late = LateEmit
 		}
 	}
 	if q.keyword("WHERE") {

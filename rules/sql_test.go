@@ -124,6 +124,7 @@ func FuzzParseSQL(f *testing.F) {
 	for _, s := range []string{
 		"SELECT device, avg(t) AS a FROM x WHERE t > 1 GROUP BY device, TUMBLING(1m) HAVING a > 2",
 		"select * from x timestamp by ts lateness 5s",
+		"select * from x timestamp by ts lateness 5s emit late",
 		"SELECT count(*) FROM x GROUP BY HOPPING(1m, 10s)",
 		"SELECT CASE WHEN a > 1 THEN 'x' ELSE 'y' END AS c FROM x",
 		"SELECT quantile(v, 0.5) AS q FROM x GROUP BY k, SESSION('1m')",

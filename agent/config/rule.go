@@ -86,6 +86,10 @@ type EventTime struct {
 	Field    string        `yaml:"field"`
 	Lateness time.Duration `yaml:"lateness"`
 	Idle     time.Duration `yaml:"idle"`
+	// Late is what becomes of a record older than the watermark: drop
+	// (default; counted) or emit (counted and sent upstream as an output
+	// of its own with event "late" and the window it missed).
+	Late string `yaml:"late"`
 }
 
 // Alert raises and clears per group key.
@@ -273,7 +277,7 @@ func (r *Rule) Spec() rules.Spec {
 		}
 	}
 	if e := r.EventTime; e != nil {
-		s.EventTime = rules.EventTime{Field: e.Field, Lateness: e.Lateness, Idle: e.Idle}
+		s.EventTime = rules.EventTime{Field: e.Field, Lateness: e.Lateness, Idle: e.Idle, Late: e.Late}
 	}
 	for _, it := range r.Select {
 		s.Select = append(s.Select, rules.SelectItem{Name: it.Name, Expr: it.Expr})

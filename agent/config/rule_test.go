@@ -67,3 +67,18 @@ func TestRuleForms(t *testing.T) {
 		t.Errorf("sql error: %v", err)
 	}
 }
+
+func TestEventTimeLate(t *testing.T) {
+	doc := strings.Replace(good, "window: {tumbling: 1m}", "window: {tumbling: 1m}\n    event_time: {field: ts, lateness: 5s, late: emit}", 1)
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Rules[0].Spec().EventTime.Late; got != "emit" {
+		t.Errorf("late = %q, want emit", got)
+	}
+	_, err = Parse([]byte(strings.Replace(doc, "late: emit", "late: keep", 1)))
+	if err == nil || !strings.Contains(err.Error(), "rules[0].event_time") {
+		t.Errorf("late: keep: %v, want an error at rules[0].event_time", err)
+	}
+}

@@ -15,6 +15,7 @@ type alertOp struct {
 	when, clear evalFn
 	forNs       int64
 	states      map[string]*alertState
+	ids         idCache[alertState]
 }
 
 type alertState struct {
@@ -48,7 +49,12 @@ func (a *alertOp) decode(_ *Plan, key string, d *decoder) (stateItem, error) {
 // row updates the alert of rw's key and reports whether rw is a transition,
 // setting its event.
 func (a *alertOp) row(p *Plan, rw *row) bool {
-	s := a.states[rw.key]
+	s := a.ids.get(rw.kid)
+	if s == nil {
+		if s = a.states[rw.key]; s != nil {
+			a.ids.set(rw.kid, s, &s.tracked)
+		}
+	}
 	if s == nil || !s.firing {
 		if !a.when(rw.cond, nil).Truthy() {
 			if s != nil {
@@ -64,6 +70,7 @@ func (a *alertOp) row(p *Plan, rw *row) bool {
 			s = &alertState{}
 			s.skey = prefixAlert + strings.Clone(rw.key)
 			a.states[s.skey[1:]] = s
+			a.ids.set(rw.kid, s, &s.tracked)
 			p.created(s)
 		}
 		if !s.pending {
@@ -94,5 +101,6 @@ func (a *alertOp) row(p *Plan, rw *row) bool {
 
 func (a *alertOp) forget(p *Plan, key string, s *alertState) {
 	delete(a.states, key)
+	a.ids.del(s, &s.tracked)
 	p.ended(s)
 }

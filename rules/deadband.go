@@ -16,6 +16,7 @@ type deadbandOp struct {
 	abs, rel float64
 	beat     int64
 	states   map[string]*bandState
+	ids      idCache[bandState]
 }
 
 type bandState struct {
@@ -72,7 +73,12 @@ func (o *deadbandOp) moved(last, v Value) bool {
 
 // pass reports whether rw is to be emitted, and then remembers its values.
 func (o *deadbandOp) pass(p *Plan, rw *row) bool {
-	s := o.states[rw.key]
+	s := o.ids.get(rw.kid)
+	if s == nil {
+		if s = o.states[rw.key]; s != nil {
+			o.ids.set(rw.kid, s, &s.tracked)
+		}
+	}
 	if s != nil {
 		emit := o.beat > 0 && rw.t-s.last >= o.beat
 		if !emit {
@@ -96,6 +102,7 @@ func (o *deadbandOp) pass(p *Plan, rw *row) bool {
 		s = &bandState{}
 		s.skey = prefixBand + strings.Clone(rw.key)
 		o.states[s.skey[1:]] = s
+		o.ids.set(rw.kid, s, &s.tracked)
 		p.created(s)
 	}
 	s.last = rw.t

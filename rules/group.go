@@ -93,19 +93,23 @@ func resetAccs(accs []acc) {
 	}
 }
 
-// groupFor finds r's group in groups or creates it there, counting and
-// returning nil when the plan's group cap bites.
-func (p *Plan) groupFor(groups map[string]*group, r *Record) *group {
-	key := p.groupKey(r)
-	if g := groups[key]; g != nil {
+// groupFor finds r's group in ids or groups or creates it there, counting
+// and returning nil when the plan's group cap bites.
+func (p *Plan) groupFor(groups map[string]*group, ids *idCache[group], r *Record) *group {
+	if g := ids.get(p.kid); g != nil {
 		return g
 	}
-	if len(groups) >= p.maxGroups {
-		p.Stats.GroupsDropped++
-		return nil
+	key := p.groupKey(r)
+	g := groups[key]
+	if g == nil {
+		if len(groups) >= p.maxGroups {
+			p.Stats.GroupsDropped++
+			return nil
+		}
+		g = p.newGroup(r, key, prefixGroup)
+		groups[g.key] = g
+		p.created(g)
 	}
-	g := p.newGroup(r, key, prefixGroup)
-	groups[g.key] = g
-	p.created(g)
+	ids.set(p.kid, g, &g.tracked)
 	return g
 }

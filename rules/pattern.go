@@ -170,7 +170,7 @@ func (o *patternOp) complete(p *Plan, s *patState, t int64, out []Output) []Outp
 	copy(keys, s.keys)
 	vals := p.alloc(len(s.vals))
 	copy(vals, s.vals)
-	rw := row{key: s.key, keys: keys, vals: vals, t: t, time: timeAt(t), event: "matched"}
+	rw := row{key: s.key, kid: -1, keys: keys, vals: vals, t: t, time: timeAt(t), event: "matched"}
 	return p.output(&rw, out)
 }
 

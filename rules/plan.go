@@ -69,6 +69,9 @@ type Plan struct {
 	reset      bool
 	metaDirty  bool
 
+	kid  int32     // key number of the record in Process, from a Set; -1: none
+	kidx *keyIndex // the Set's index the numbers come from
+
 	// Scratch, reused so that Process does not allocate.
 	keyBuf  []byte
 	arena   []Field
@@ -116,7 +119,7 @@ func compile(s Spec, o Options) (*Plan, error) {
 	w := s.window()
 	p := &Plan{name: s.Name, fp: s.Fingerprint(), keys: s.GroupBy, items: s.Select, drop: s.Drop,
 		maxGroups: s.MaxGroups, win: w, timeField: s.EventTime.Field,
-		lateness: int64(s.EventTime.Lateness), idle: int64(s.EventTime.Idle), models: o.Models}
+		lateness: int64(s.EventTime.Lateness), idle: int64(s.EventTime.Idle), models: o.Models, kid: -1}
 	if p.maxGroups <= 0 {
 		p.maxGroups = DefaultMaxGroups
 	}
@@ -465,13 +468,13 @@ func (p *Plan) Flush(out []Output) []Output {
 
 // stateless emits one row for a record of a rule without window.
 func (p *Plan) stateless(r *Record, t int64, out []Output) []Output {
-	rw := row{cond: r, t: t, time: r.Time}
+	rw := row{cond: r, t: t, time: r.Time, kid: p.kid}
 	if len(p.keys) > 0 {
 		rw.key = p.groupKey(r)
 		rw.keys = p.keyFields(r)
 	}
 	if p.online != nil {
-		p.online.enter(p, rw.key)
+		p.online.enter(p, rw.key, rw.kid)
 	}
 	rw.vals = p.project(r)
 	if p.having != nil {
@@ -545,6 +548,7 @@ func (p *Plan) alloc(n int) []Field {
 // record's projection, or a window's values for a group.
 type row struct {
 	key      string  // group key text; may point into scratch memory
+	kid      int32   // key number (Set) of a record's row; -1: none
 	keys     []Field // group_by fields
 	vals     []Field
 	cond     *Record // what alert and pattern conditions see
@@ -589,7 +593,7 @@ func (p *Plan) emitGroup(g *group, accs []acc, ws, we int64, out []Output) []Out
 	p.view = aggView{keys: g.keys, accs: accs}
 	p.selRec = Record{Time: timeAt(we)}
 	if p.online != nil {
-		p.online.enter(p, g.key)
+		p.online.enter(p, g.key, -1)
 	}
 	keys := p.alloc(len(p.keys))
 	for i, k := range p.keys {
@@ -605,7 +609,7 @@ func (p *Plan) emitGroup(g *group, accs []acc, ws, we int64, out []Output) []Out
 			return out
 		}
 	}
-	rw := row{key: g.key, keys: keys, vals: vals, t: we, time: timeAt(we), ws: ws, we: we, windowed: true}
+	rw := row{key: g.key, kid: -1, keys: keys, vals: vals, t: we, time: timeAt(we), ws: ws, we: we, windowed: true}
 	if p.alert != nil || p.pattern != nil {
 		fs := p.alloc(len(keys) + len(vals))
 		copy(fs, keys)

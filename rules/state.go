@@ -32,6 +32,7 @@ type tracked struct {
 	skey  string
 	dirty bool
 	dead  bool
+	kid   int32 // key number + 1 in an idCache (see Set); 0: none
 }
 
 func (t *tracked) state() *tracked { return t }
@@ -275,6 +276,7 @@ func (p *Plan) clearState() {
 		clear(p.online.states)
 		p.online.cur = nil
 	}
+	p.forgetIDs()
 	p.live, p.tombstones = 0, 0
 	p.wm, p.maxT, p.started = 0, 0, false
 	p.clearChanges()

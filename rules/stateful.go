@@ -44,6 +44,7 @@ type onlineSlot struct {
 type onlineOp struct {
 	slots  []onlineSlot
 	states map[string]*onlineState
+	ids    idCache[onlineState]
 	cur    *onlineState // the state of the row being evaluated; nil past the group cap
 }
 
@@ -81,10 +82,16 @@ func (o *onlineOp) newState() *onlineState {
 	return s
 }
 
-// enter sets the state of the group key key (scratch memory) for the
-// evaluation of a row, creating it at first use.
-func (o *onlineOp) enter(p *Plan, key string) {
+// enter sets the state of the group key key (scratch memory), numbered kid
+// (-1: none), for the evaluation of a row, creating it at first use.
+func (o *onlineOp) enter(p *Plan, key string, kid int32) {
+	if s := o.ids.get(kid); s != nil {
+		o.cur = s
+		p.touch(s)
+		return
+	}
 	if s := o.states[key]; s != nil {
+		o.ids.set(kid, s, &s.tracked)
 		o.cur = s
 		p.touch(s)
 		return
@@ -97,6 +104,7 @@ func (o *onlineOp) enter(p *Plan, key string) {
 	s := o.newState()
 	s.skey = prefixOnline + strings.Clone(key)
 	o.states[s.skey[1:]] = s
+	o.ids.set(kid, s, &s.tracked)
 	p.created(s)
 	o.cur = s
 }

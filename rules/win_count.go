@@ -8,22 +8,27 @@ import "errors"
 type countWindows struct {
 	n      int
 	groups map[string]*group
+	ids    idCache[group]
 	pool   groupPool
 	sorted []*group
 }
 
 func (w *countWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
-	key := p.groupKey(r)
-	g := w.groups[key]
+	g := w.ids.get(p.kid)
 	if g == nil {
-		if len(w.groups) >= p.maxGroups {
-			p.Stats.GroupsDropped++
-			return out
+		key := p.groupKey(r)
+		g = w.groups[key]
+		if g == nil {
+			if len(w.groups) >= p.maxGroups {
+				p.Stats.GroupsDropped++
+				return out
+			}
+			g = w.pool.get(p, r, key, prefixGroup)
+			g.start = t
+			w.groups[g.key] = g
+			p.created(g)
 		}
-		g = w.pool.get(p, r, key, prefixGroup)
-		g.start = t
-		w.groups[g.key] = g
-		p.created(g)
+		w.ids.set(p.kid, g, &g.tracked)
 	}
 	p.addAll(g.accs, r, t)
 	g.start, g.end = min(g.start, t), max(g.end, t)
@@ -32,6 +37,7 @@ func (w *countWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
 	if g.n >= w.n {
 		out = p.emitGroup(g, g.accs, g.start, g.end, out)
 		delete(w.groups, g.key)
+		w.ids.del(g, &g.tracked)
 		p.ended(g)
 		w.pool.put(g)
 	}
@@ -45,6 +51,7 @@ func (w *countWindows) flush(p *Plan, out []Output) []Output {
 	for _, g := range w.sorted {
 		out = p.emitGroup(g, g.accs, g.start, g.end, out)
 		delete(w.groups, g.key)
+		w.ids.del(g, &g.tracked)
 		p.ended(g)
 		w.pool.put(g)
 	}
@@ -66,4 +73,9 @@ func (w *countWindows) restore(_ *Plan, g *group) error {
 	return nil
 }
 
-func (w *countWindows) clear() { clear(w.groups) }
+func (w *countWindows) forgetIDs() { clear(w.ids) }
+
+func (w *countWindows) clear() {
+	clear(w.groups)
+	clear(w.ids)
+}

@@ -14,6 +14,7 @@ import (
 type sessionWindows struct {
 	gap     int64
 	groups  map[string]*group
+	ids     idCache[group]
 	next    int64 // no session closes before this watermark
 	closing []closingSession
 }
@@ -24,7 +25,7 @@ type closingSession struct {
 }
 
 func (w *sessionWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
-	g := p.groupFor(w.groups, r)
+	g := p.groupFor(w.groups, &w.ids, r)
 	if g == nil {
 		return out
 	}
@@ -108,6 +109,7 @@ func (w *sessionWindows) closeUpTo(p *Plan, wm int64, out []Output) []Output {
 		out = p.emitGroup(c.g, c.s.accs, c.s.start, c.s.last+w.gap, out)
 		if len(c.g.sessions) == 0 && !c.g.dead {
 			delete(w.groups, c.g.key)
+			w.ids.del(c.g, &c.g.tracked)
 			p.ended(c.g)
 		}
 	}
@@ -143,7 +145,10 @@ func (w *sessionWindows) restore(p *Plan, g *group) error {
 	return nil
 }
 
+func (w *sessionWindows) forgetIDs() { clear(w.ids) }
+
 func (w *sessionWindows) clear() {
 	clear(w.groups)
+	clear(w.ids)
 	w.next = math.MaxInt64
 }

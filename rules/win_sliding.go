@@ -14,12 +14,13 @@ import (
 type slidingWindows struct {
 	size    int64
 	groups  map[string]*group
+	ids     idCache[group]
 	scratch []acc
 	next    int64 // no group empties before this watermark
 }
 
 func (w *slidingWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
-	g := p.groupFor(w.groups, r)
+	g := p.groupFor(w.groups, &w.ids, r)
 	if g == nil {
 		return out
 	}
@@ -80,6 +81,7 @@ func (w *slidingWindows) advance(p *Plan, wm int64, out []Output) []Output {
 		switch {
 		case len(g.times) == 0:
 			delete(w.groups, k)
+			w.ids.del(g, &g.tracked)
 			p.ended(g)
 		case len(g.times) != before:
 			p.touch(g)
@@ -108,7 +110,10 @@ func (w *slidingWindows) restore(p *Plan, g *group) error {
 	return nil
 }
 
+func (w *slidingWindows) forgetIDs() { clear(w.ids) }
+
 func (w *slidingWindows) clear() {
 	clear(w.groups)
+	clear(w.ids)
 	w.next = math.MaxInt64
 }

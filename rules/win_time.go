@@ -27,7 +27,7 @@ type timeWindows struct {
 	last        *pane   // the window of the last record
 	pool        groupPool
 	sorted      []*group
-	maps        []map[string]*group
+	spare       []*pane // closed panes, for reuse
 	merged      map[string]*group // sliced: a closing window's groups, scratch
 	mpool       []*group
 }
@@ -52,6 +52,7 @@ func (w *timeWindows) span() int64 {
 type pane struct {
 	start, end int64
 	groups     map[string]*group
+	ids        idCache[group]
 }
 
 func (w *timeWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
@@ -66,17 +67,21 @@ func (w *timeWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
 }
 
 func (w *timeWindows) addTo(p *Plan, pn *pane, r *Record, t int64) {
-	key := p.groupKey(r)
-	g := pn.groups[key]
+	g := pn.ids.get(p.kid)
 	if g == nil {
-		if len(pn.groups) >= p.maxGroups {
-			p.Stats.GroupsDropped++
-			return
+		key := p.groupKey(r)
+		g = pn.groups[key]
+		if g == nil {
+			if len(pn.groups) >= p.maxGroups {
+				p.Stats.GroupsDropped++
+				return
+			}
+			g = w.pool.get(p, r, key, windowKey(pn.start, ""))
+			g.start, g.end = pn.start, pn.end
+			pn.groups[g.key] = g
+			p.created(g)
 		}
-		g = w.pool.get(p, r, key, windowKey(pn.start, ""))
-		g.start, g.end = pn.start, pn.end
-		pn.groups[g.key] = g
-		p.created(g)
+		pn.ids.set(p.kid, g, &g.tracked)
 	}
 	p.addAll(g.accs, r, t)
 	p.touch(g)
@@ -105,12 +110,13 @@ func (w *timeWindows) pane(start int64) *pane {
 			break
 		}
 	}
-	pn := &pane{start: start, end: start + w.span()}
-	if n := len(w.maps); n > 0 {
-		pn.groups, w.maps = w.maps[n-1], w.maps[:n-1]
+	var pn *pane
+	if n := len(w.spare); n > 0 {
+		pn, w.spare = w.spare[n-1], w.spare[:n-1]
 	} else {
-		pn.groups = make(map[string]*group)
+		pn = &pane{groups: make(map[string]*group)}
 	}
+	pn.start, pn.end = start, start+w.span()
 	w.panes = append(w.panes, nil)
 	copy(w.panes[i+1:], w.panes[i:])
 	w.panes[i] = pn
@@ -155,8 +161,7 @@ func (w *timeWindows) close(p *Plan, out []Output) []Output {
 		w.pool.put(g)
 	}
 	clear(w.sorted)
-	clear(pn.groups)
-	w.maps = append(w.maps, pn.groups)
+	w.recycle(pn)
 	return out
 }
 
@@ -183,6 +188,19 @@ func (w *timeWindows) restore(p *Plan, g *group) error {
 	pn := w.pane(g.start)
 	pn.groups[g.key] = g
 	return nil
+}
+
+// recycle keeps a closed pane for reuse.
+func (w *timeWindows) recycle(pn *pane) {
+	clear(pn.groups)
+	clear(pn.ids)
+	w.spare = append(w.spare, pn)
+}
+
+func (w *timeWindows) forgetIDs() {
+	for _, pn := range w.panes {
+		clear(pn.ids)
+	}
 }
 
 func (w *timeWindows) clear() {
@@ -267,6 +285,5 @@ func (w *timeWindows) dropSlice(p *Plan) {
 		p.ended(g)
 		w.pool.put(g)
 	}
-	clear(pn.groups)
-	w.maps = append(w.maps, pn.groups)
+	w.recycle(pn)
 }

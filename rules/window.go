@@ -18,6 +18,7 @@ type windower interface {
 	each(fn func(stateItem)) // every live group, for a full checkpoint
 	restore(p *Plan, g *group) error
 	clear()
+	forgetIDs() // the key numbers (Set) changed meaning
 }
 
 // groupPool recycles the groups of closed windows, so a steady stream of
@@ -35,7 +36,7 @@ func (gp *groupPool) get(p *Plan, r *Record, key, prefix string) *group {
 	g.key = strings.Clone(key)
 	g.keys = p.ownKeys(r)
 	g.skey = prefix + g.key
-	g.dead = false // dirty stays: if set, the group is in the plan's dirty list once
+	g.dead, g.kid = false, 0 // dirty stays: if set, the group is in the plan's dirty list once
 	g.n, g.start, g.end = 0, 0, 0
 	return g
 }

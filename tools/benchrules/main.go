@@ -2,14 +2,15 @@
 // goroutine, and prints BENCH lines for make bench:
 //
 //	BENCH rules_where_tumbling_avg_rps <n> records/s   one rule: where + tumbling avg by device, 1,000 devices
-//	BENCH rules_100_rules_rps <n> records/s            100 mixed rules on one stream, in batches of 512 records
+//	BENCH rules_100_rules_rps <n> records/s            100 mixed rules on one stream, a rules.Set in batches of 512 records
 //	BENCH rules_100_rules_per_record_rps <n> records/s the same, each record through all rules before the next
 //	BENCH rules_allocs_per_record <n> allocs           a stateless rule (where + computed select)
 //
-// rules_100_rules_rps drives the plans as the pipeline does when messages
-// queue up: Plan.ProcessBatch, plan by plan over up to 512 records (see its
-// doc comment for why). -mix, -devices and -batch vary the load for
-// profiling (-cpuprofile).
+// rules_100_rules_rps drives the plans through a rules.Set, which finds
+// each record's group key once for all the rules with the same group_by
+// and runs the plans plan by plan over batches of up to 512 records, as
+// the pipeline does when messages queue up (see Set and Plan.ProcessBatch).
+// -mix, -devices and -batch vary the load for profiling (-cpuprofile).
 package main
 
 import (
@@ -30,7 +31,7 @@ func main() {
 	devices := flag.Int("devices", 1000, "distinct devices the records cycle over")
 	mix := flag.String("mix", "0123456789", "kinds of rule (digits of hundredRules' switch) the 100 rules cycle over, to profile one kind")
 	only := flag.String("only", "", "run only this measurement (where_tumbling, 100_rules, allocs)")
-	batch := flag.Int("batch", 512, "records per ProcessBatch call in rules_100_rules_rps")
+	batch := flag.Int("batch", 512, "records per Set.ProcessBatch call in rules_100_rules_rps")
 	flag.Parse()
 	if *profile != "" {
 		f, err := os.Create(*profile)
@@ -135,6 +136,9 @@ func hundredRules(mix string) []*rules.Plan {
 // batches of that many records, else record by record.
 func throughput(ps []*rules.Plan, rs []*rules.Record, batch int, d time.Duration) float64 {
 	var out []rules.Output
+	set := rules.NewSet(ps...)
+	emitted := 0
+	emit := func(_ int, outs []rules.Output) { emitted += len(outs) }
 	span := rs[len(rs)-1].Time.Sub(rs[0].Time) + time.Millisecond
 	base := make([]time.Time, len(rs))
 	for i, r := range rs {
@@ -149,9 +153,7 @@ func throughput(ps []*rules.Plan, rs []*rules.Record, batch int, d time.Duration
 		}
 		if batch > 0 {
 			for b := 0; b < len(rs); b += batch {
-				for _, p := range ps {
-					out = p.ProcessBatch(rs[b:min(b+batch, len(rs))], out[:0])
-				}
+				set.ProcessBatch(rs[b:min(b+batch, len(rs))], emit)
 			}
 		} else {
 			for _, r := range rs {

@@ -27,7 +27,7 @@ type timeWindows struct {
 	last        *pane   // the window of the last record
 	pool        groupPool
 	sorted      []*group
-	spare       []*pane // closed panes, for reuse
+	spare       []*pane           // closed panes, for reuse
 	merged      map[string]*group // sliced: a closing window's groups, scratch
 	mpool       []*group
 }

@@ -208,8 +208,10 @@ func TestSketchNotesThenCounts(t *testing.T) {
 			switch {
 			case x > sketchMinValue:
 				ref.pos.add(sketchIndex(x), 1)
+				ref.counted++
 			case x < -sketchMinValue:
 				ref.neg.add(sketchIndex(-x), 1)
+				ref.counted++
 			default:
 				ref.zero++
 			}
@@ -241,6 +243,25 @@ func TestSketchNotesThenCounts(t *testing.T) {
 		}
 		if a, b := string(merged.appendBinary(nil)), string(ref.appendBinary(nil)); a != b {
 			t.Errorf("n=%d: saved form of the merge differs", n)
+		}
+	}
+}
+
+// TestSketchInfinity: an infinite value counts in the bucket of the
+// largest number, whose value reads back as infinite (the output writes it
+// as null), instead of overflowing a bucket number.
+func TestSketchInfinity(t *testing.T) {
+	for _, few := range []bool{true, false} {
+		var sk sketch
+		sk.add(math.Inf(1))
+		sk.add(1)
+		sk.add(math.Inf(-1))
+		if !few {
+			sk.count()
+		}
+		lo, mid, hi := sk.quantile(0), sk.quantile(0.5), sk.quantile(1)
+		if !math.IsInf(lo, -1) || math.Abs(mid-1) > 0.01 || !math.IsInf(hi, 1) {
+			t.Errorf("few %v: quantiles %v %v %v, want -Inf, about 1, +Inf", few, lo, mid, hi)
 		}
 	}
 }

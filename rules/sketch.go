@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"slices"
 )
 
 // sketch is a mergeable quantile sketch with relative error sketchAlpha
@@ -25,7 +26,9 @@ type sketch struct {
 	pos, neg bucketStore
 	zero     uint64
 	n        uint64
-	few      []int32 // codes not yet counted: bucket<<1, | 1 for a negative value
+	counted  uint64           // values in the buckets
+	nfew     int32            // codes in few
+	few      [sketchFew]int32 // codes not yet counted: bucket<<1, | 1 for a negative value; in the sketch, one miss less
 }
 
 // sketchFew is how many codes a sketch notes before counting them.
@@ -98,10 +101,10 @@ func sketchValue(i int32) float64 {
 func (s *sketch) add(x float64) {
 	s.n++
 	switch {
-	case x > sketchMinValue:
-		s.note(sketchIndex(x) << 1)
+	case x > sketchMinValue: // an infinity counts as the largest number
+		s.note(sketchIndex(min(x, math.MaxFloat64)) << 1)
 	case x < -sketchMinValue:
-		s.note(sketchIndex(-x)<<1 | 1)
+		s.note(sketchIndex(min(-x, math.MaxFloat64))<<1 | 1)
 	default:
 		s.zero++
 	}
@@ -109,25 +112,23 @@ func (s *sketch) add(x float64) {
 
 // note adds a code to few, counting few when it is full.
 func (s *sketch) note(code int32) {
-	if s.few == nil {
-		s.few = make([]int32, 0, sketchFew)
-	}
-	s.few = append(s.few, code)
-	if len(s.few) == sketchFew {
+	s.few[s.nfew] = code
+	if s.nfew++; s.nfew == sketchFew {
 		s.count()
 	}
 }
 
 // count moves the codes of few into the buckets.
 func (s *sketch) count() {
-	for _, c := range s.few {
+	s.counted += uint64(s.nfew)
+	for _, c := range s.few[:s.nfew] {
 		if c&1 == 0 {
 			s.pos.add(c>>1, 1)
 		} else {
 			s.neg.add(c>>1, 1)
 		}
 	}
-	s.few = s.few[:0]
+	s.nfew = 0
 }
 
 // quantile returns the value at rank q·(n-1) of what was added, within the
@@ -135,6 +136,9 @@ func (s *sketch) count() {
 func (s *sketch) quantile(q float64) float64 {
 	if s.n == 0 {
 		return math.NaN()
+	}
+	if s.counted == 0 {
+		return s.fewQuantile(q)
 	}
 	s.count()
 	rank := q * float64(s.n-1)
@@ -158,20 +162,75 @@ func (s *sketch) quantile(q float64) float64 {
 	return sketchValue(s.pos.off + int32(len(s.pos.counts)-1))
 }
 
+// fewQuantile is quantile for a sketch whose values are all in few (or
+// zero): the codes sorted by value are the buckets, one value each, read in
+// the same order. Most sketches of a window are such, and sorting a few
+// codes costs less than filling and reading a bucket run.
+func (s *sketch) fewQuantile(q float64) float64 {
+	few := s.few[:s.nfew]
+	for i, c := range few {
+		few[i] = codeOrder(c)
+	}
+	slices.Sort(few)
+	rank := q * float64(s.n-1)
+	var cum float64
+	zeros := false
+	v := 0.0 // the rank falls in the zeros after the negative values
+	for _, k := range few {
+		if k > 0 && !zeros { // the zeros come between negative and positive values
+			zeros = true
+			if cum += float64(s.zero); cum > rank {
+				break
+			}
+		}
+		if cum++; cum > rank {
+			if c := orderCode(k); c&1 != 0 {
+				v = -sketchValue(c >> 1)
+			} else {
+				v = sketchValue(c >> 1)
+			}
+			break
+		}
+	}
+	for i, k := range few {
+		few[i] = orderCode(k)
+	}
+	return v
+}
+
+// codeOrder maps a code to a number that sorts as the value of its bucket:
+// negative values (larger bucket, more negative) below zero, positive ones
+// above; orderCode maps it back. Buckets are within ±2^16 (sketchIndex of
+// a float64 above sketchMinValue).
+func codeOrder(c int32) int32 {
+	if c&1 != 0 {
+		return -(1 << 24) - c>>1
+	}
+	return 1<<24 + c>>1
+}
+
+func orderCode(k int32) int32 {
+	if k < 0 {
+		return (-(1<<24)-k)<<1 | 1
+	}
+	return (k - 1<<24) << 1
+}
+
 // reset empties the sketch but keeps its buckets' range and memory: the
 // next window of a group usually sees values of the same range.
 func (s *sketch) reset() {
 	clear(s.pos.counts)
 	clear(s.neg.counts)
-	s.zero, s.n = 0, 0
-	s.few = s.few[:0]
+	s.zero, s.n, s.counted = 0, 0, 0
+	s.nfew = 0
 }
 
 func (s *sketch) merge(o accExt) {
 	src := o.(*sketch)
-	for _, c := range src.few {
+	for _, c := range src.few[:src.nfew] {
 		s.note(c)
 	}
+	s.counted += src.counted
 	s.pos.merge(&src.pos)
 	s.neg.merge(&src.neg)
 	s.zero += src.zero
@@ -234,6 +293,7 @@ func (s *sketch) decode(b []byte) error {
 	if len(b) != 0 {
 		return errBadSketch
 	}
+	s.counted = s.n - s.zero
 	return nil
 }
 

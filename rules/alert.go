@@ -1,9 +1,6 @@
 package rules
 
-import (
-	"encoding/binary"
-	"strings"
-)
+import "encoding/binary"
 
 // alertOp raises and clears an alert per group key. A key's alert is raised
 // when When has held on every row for at least For (measured in event time
@@ -16,6 +13,7 @@ type alertOp struct {
 	forNs       int64
 	states      map[string]*alertState
 	ids         idCache[alertState]
+	pool        []*alertState // states of alerts that ended, for reuse: keys come and go on every row
 }
 
 type alertState struct {
@@ -67,8 +65,8 @@ func (a *alertOp) row(p *Plan, rw *row) bool {
 				p.Stats.GroupsDropped++
 				return false
 			}
-			s = &alertState{}
-			s.skey = prefixAlert + strings.Clone(rw.key)
+			s = a.newState()
+			s.skey = prefixAlert + rw.key
 			a.states[s.skey[1:]] = s
 			a.ids.set(rw.kid, s, &s.tracked)
 			p.created(s)
@@ -103,4 +101,20 @@ func (a *alertOp) forget(p *Plan, key string, s *alertState) {
 	delete(a.states, key)
 	a.ids.del(s, &s.tracked)
 	p.ended(s)
+	a.pool = append(a.pool, s)
+}
+
+// newState returns an empty state, reusing one that ended. One still in the
+// plan's dirty list stays there once, as a reused group does (see
+// groupPool.get): the checkpoint writes it under its new key.
+func (a *alertOp) newState() *alertState {
+	n := len(a.pool)
+	if n == 0 {
+		return &alertState{}
+	}
+	s := a.pool[n-1]
+	a.pool = a.pool[:n-1]
+	s.firing, s.pending, s.since = false, false, 0
+	s.dead, s.kid = false, 0
+	return s
 }

@@ -100,7 +100,7 @@ func (o *deadbandOp) pass(p *Plan, rw *row) bool {
 			return false
 		}
 		s = &bandState{}
-		s.skey = prefixBand + strings.Clone(rw.key)
+		s.skey = prefixBand + rw.key
 		o.states[s.skey[1:]] = s
 		o.ids.set(rw.kid, s, &s.tracked)
 		p.created(s)

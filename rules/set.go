@@ -77,7 +77,7 @@ func (s *Set) ProcessBatch(rs []*Record, emit func(plan int, outs []Output)) {
 // never reused (a plan's slices stay right without being told), so the
 // keys of devices gone stay numbered; the bound keeps that from growing
 // without end.
-const maxKeyIDs = 1 << 16
+const maxKeyIDs = 1 << 14
 
 // keyIndex numbers the group keys of one group_by.
 type keyIndex struct {

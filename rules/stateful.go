@@ -2,7 +2,6 @@ package rules
 
 import (
 	"math"
-	"strings"
 
 	"github.com/sluiceio/sluice/rules/ml"
 )
@@ -102,7 +101,7 @@ func (o *onlineOp) enter(p *Plan, key string, kid int32) {
 		return
 	}
 	s := o.newState()
-	s.skey = prefixOnline + strings.Clone(key)
+	s.skey = prefixOnline + key
 	o.states[s.skey[1:]] = s
 	o.ids.set(kid, s, &s.tracked)
 	p.created(s)

@@ -3,6 +3,8 @@
 //
 // A Plan is driven by one goroutine (the agent's pipeline): Process, Tick,
 // Checkpoint and Restore are never called concurrently, so plans do not lock.
+// A Set drives the plans of one stream over batches of records, sharing
+// the work that repeats across them (the group key of each record).
 // Rules know nothing of MQTT or bbolt: records come in, outputs and state
 // changes go out, and the agent decides where they are stored.
 package rules

@@ -7,10 +7,11 @@ import "strings"
 // group_by and gives the plans a number for it, with which a plan finds the
 // group in a slice instead of hashing the key into a map of its own.
 //
-// A Set is driven by one goroutine, as its plans are; a plan belongs to the
-// last Set made with it (a plan given to a new Set, after a config swap,
-// forgets the numbers of the old one). Plans keep working alone (Process,
-// ProcessBatch) and give the same outputs either way.
+// A Set is driven by one goroutine, as its plans are. A plan given to a new
+// Set (after a config swap) forgets the numbers of the old one; one used by
+// two Sets in turn forgets them at each turn (slower, still right). Plans
+// keep working alone (Process, ProcessBatch, Tick, Flush) and give the same
+// outputs either way.
 type Set struct {
 	plans   []*Plan
 	indexes []*keyIndex // one per distinct group_by
@@ -61,8 +62,9 @@ func (s *Set) ProcessBatch(rs []*Record, emit func(plan int, outs []Output)) {
 	}
 	for i, p := range s.plans {
 		var ids []int32
-		if s.of[i] >= 0 {
-			ids = s.ids[s.of[i]]
+		if j := s.of[i]; j >= 0 {
+			ids = s.ids[j]
+			p.useIndex(s.indexes[j]) // a no-op unless another Set used p since
 		}
 		s.out = p.processIDs(rs, ids, s.out[:0])
 		if len(s.out) > 0 {

@@ -83,3 +83,32 @@ func TestSetMatchesPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanInTwoSets: a plan driven by two Sets in turn, whose key numbers
+// differ, gives what it gives alone.
+func TestPlanInTwoSets(t *testing.T) {
+	spec := Spec{Name: "t", GroupBy: []string{"d"}, Tumbling: 5 * s, Select: allAggs}
+	rs := opRecords(13, 600)
+	want := run(mustCompile(t, spec), rs, false)
+	p := mustCompile(t, spec)
+	a, b := NewSet(p), NewSet(p)
+	for i := len(rs) - 1; i >= 0; i-- { // b numbers the keys in another order
+		b.indexes[0].id(rs[i])
+	}
+	for i := range rs {
+		a.indexes[0].id(rs[i])
+	}
+	if a.indexes[0].id(rs[0]) == b.indexes[0].id(rs[0]) {
+		t.Fatal("the two sets number the first key alike: the test shows nothing")
+	}
+	var got []string
+	emit := func(_ int, outs []Output) { got = append(got, render(outs)...) }
+	for i := 0; i < len(rs); i += 30 {
+		set := a
+		if i/30%2 == 1 {
+			set = b
+		}
+		set.ProcessBatch(rs[i:min(i+30, len(rs))], emit)
+	}
+	diff(t, "two sets", got, want)
+}

@@ -52,7 +52,7 @@ func (w *timeWindows) span() int64 {
 type pane struct {
 	start, end int64
 	groups     map[string]*group
-	ids        idCache[group]
+	ids        []groupSlot // by key number (Set)
 }
 
 func (w *timeWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
@@ -66,22 +66,40 @@ func (w *timeWindows) add(p *Plan, r *Record, t int64, out []Output) []Output {
 	return out
 }
 
+// groupSlot is a group of a pane by key number, with its accumulators: a
+// record's update reads both from the slot at once, instead of waiting for
+// the group to learn where its accumulators are (windows of many groups
+// are cache misses, and this is one fewer in a row).
+type groupSlot struct {
+	g    *group
+	accs []acc
+}
+
 func (w *timeWindows) addTo(p *Plan, pn *pane, r *Record, t int64) {
-	g := pn.ids.get(p.kid)
-	if g == nil {
-		key := p.groupKey(r)
-		g = pn.groups[key]
-		if g == nil {
-			if len(pn.groups) >= p.maxGroups {
-				p.Stats.GroupsDropped++
-				return
-			}
-			g = w.pool.get(p, r, key, windowKey(pn.start, ""))
-			g.start, g.end = pn.start, pn.end
-			pn.groups[g.key] = g
-			p.created(g)
+	if uint32(p.kid) < uint32(len(pn.ids)) { // -1: no number
+		if sl := &pn.ids[p.kid]; sl.g != nil {
+			p.addAll(sl.accs, r, t)
+			p.touch(sl.g)
+			return
 		}
-		pn.ids.set(p.kid, g, &g.tracked)
+	}
+	key := p.groupKey(r)
+	g := pn.groups[key]
+	if g == nil {
+		if len(pn.groups) >= p.maxGroups {
+			p.Stats.GroupsDropped++
+			return
+		}
+		g = w.pool.get(p, r, key, windowKey(pn.start, ""))
+		g.start, g.end = pn.start, pn.end
+		pn.groups[g.key] = g
+		p.created(g)
+	}
+	if id := p.kid; id >= 0 {
+		if int(id) >= len(pn.ids) {
+			pn.ids = append(pn.ids, make([]groupSlot, int(id)+1-len(pn.ids))...)
+		}
+		pn.ids[id] = groupSlot{g, g.accs}
 	}
 	p.addAll(g.accs, r, t)
 	p.touch(g)

@@ -18,7 +18,11 @@ import (
 // per aggregate, not size/every of each (a 1m window every 20s: a third).
 // Merging is exact for count, min, max, first, last, quantile and
 // count_distinct; sum, avg and stddev add the slices' partial results, which
-// can differ from one running sum in the last bits.
+// can differ from one running sum in the last bits; delta and rate take the
+// order of the slices into account, so a counter reset between records that
+// came out of order counts as it happened. The group cap applies per slice:
+// memory is bounded as before (size/every panes of at most MaxGroups), but a
+// window whose slices hold different keys may emit more than MaxGroups.
 type timeWindows struct {
 	size, every int64
 	sliced      bool    // hopping with size a multiple of every: panes are slices

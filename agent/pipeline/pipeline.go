@@ -109,8 +109,17 @@ type Pipeline struct {
 	flushq chan flushReq
 	reconf chan reconfReq
 
+	// Records decoded and not yet given to the rules: consecutive
+	// messages of one input go to its rules as a batch (rules.Set shares
+	// the group-key work across rules and runs plan by plan, which keeps
+	// each plan's state in cache). Empty outside the handling of messages.
+	batch   []*rules.Record
+	batchIn int
+	recs    []*rules.Record // reused records; batch takes from the front
+	sets    []*rules.Set    // per input; nil until the first batch after a (re)start or swap
+	emit    func(plan int, outs []rules.Output)
+
 	// Pending work of the next commit.
-	rec       rules.Record
 	outs      []rules.Output
 	entries   []buffer.Entry
 	acks      []ingest.Acker
@@ -275,6 +284,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 				}
 				break
 			}
+			p.processBatch()
 		case now := <-tick.C:
 			p.heartbeat.Store(now.UnixNano())
 			for _, r := range p.rules {
@@ -300,6 +310,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			req.reply <- ctx.Err()
 		case <-ctx.Done():
 			p.drain()
+			p.processBatch()
 			if names := p.finalFlush.Load(); names != nil {
 				for _, r := range p.rules {
 					if slices.Contains(*names, r.Plan.Name()) {
@@ -361,6 +372,8 @@ func (p *Pipeline) Reconfigure(ctx context.Context, inputs []*Input, rules []*Ru
 
 func (p *Pipeline) reconfigure(ctx context.Context, req reconfReq) error {
 	p.drain()
+	p.processBatch()
+	p.sets = nil // rebuilt for the new rules at the next batch
 	for _, r := range p.rules {
 		if slices.Contains(req.flush, r.Plan.Name()) {
 			p.outs = r.Plan.Flush(p.outs[:0])
@@ -473,28 +486,59 @@ func (p *Pipeline) handle(m ingest.Message) {
 		p.deadLetter(in, m, fmt.Sprintf("payload of %d bytes exceeds max_payload %d", len(m.Payload), in.MaxPayload))
 		return
 	}
-	p.rec.Reset()
-	p.rec.Time = m.Received
-	p.rec.Topic = m.Topic
+	if len(p.batch) > 0 && p.batchIn != m.Input {
+		p.processBatch()
+	}
+	if len(p.batch) == len(p.recs) {
+		p.recs = append(p.recs, new(rules.Record))
+	}
+	rec := p.recs[len(p.batch)]
+	rec.Reset()
+	rec.Time = m.Received
+	rec.Topic = m.Topic
 	var err error
 	if in.Decoder != nil {
-		err = in.Decoder.Decode(m.Payload, &p.rec)
+		err = in.Decoder.Decode(m.Payload, rec)
 	} else {
-		err = in.json.Decode(m.Payload, &p.rec)
+		err = in.json.Decode(m.Payload, rec)
 	}
 	if err == nil && in.Stage != nil {
-		err = in.Stage.Apply(&p.rec)
+		err = in.Stage.Apply(rec)
 	}
 	if err != nil {
 		p.deadLetter(in, m, err.Error())
 		return
 	}
-	for _, r := range p.byIn[m.Input] {
-		p.outs = r.Plan.Process(&p.rec, p.outs[:0])
-		if len(p.outs) > 0 {
-			p.addOutputs(r, p.outs)
+	if len(p.byIn[m.Input]) > 0 {
+		p.batch = append(p.batch, rec)
+		p.batchIn = m.Input
+	}
+}
+
+// processBatch gives the batch to the rules of its input and adds their
+// outputs to the next commit. It runs before anything else reads the rules'
+// state or commits: at the end of each round of messages, and before a
+// message of another input.
+func (p *Pipeline) processBatch() {
+	if len(p.batch) == 0 {
+		return
+	}
+	if p.sets == nil {
+		p.sets = make([]*rules.Set, len(p.inputs))
+		for i, rs := range p.byIn {
+			plans := make([]*rules.Plan, len(rs))
+			for j, r := range rs {
+				plans[j] = r.Plan
+			}
+			p.sets[i] = rules.NewSet(plans...)
 		}
 	}
+	if p.emit == nil {
+		p.emit = func(plan int, outs []rules.Output) { p.addOutputs(p.byIn[p.batchIn][plan], outs) }
+	}
+	p.sets[p.batchIn].ProcessBatch(p.batch, p.emit)
+	clear(p.batch) // the records stay in recs; their payloads may go
+	p.batch = p.batch[:0]
 }
 
 // messageHash identifies a message by topic and payload (the packet id alone

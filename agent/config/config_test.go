@@ -189,3 +189,13 @@ func TestBrokerSectionNeedsTheBrokerBuild(t *testing.T) {
 		t.Errorf("err = %v, want one saying the build has no broker", err)
 	}
 }
+
+func TestQuickAck(t *testing.T) {
+	c, err := Parse([]byte(strings.Replace(good, "topics: [sensors/+/telemetry]", "topics: [sensors/+/telemetry]\n      quick_ack: true", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Inputs[0].MQTT.QuickAck {
+		t.Error("quick_ack not set")
+	}
+}

@@ -20,12 +20,17 @@ type readConn struct {
 	net.Conn
 	r         *bufio.Reader
 	coalesce  time.Duration
+	quickAck  func() // nil: not a TCP socket on Linux (see quickAcker)
 	sniffed   bool
 	onConnack func(sessionPresent bool)
 }
 
-func newReadConn(c net.Conn, coalesce time.Duration, onConnack func(bool)) *readConn {
-	return &readConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: coalesce, onConnack: onConnack}
+func newReadConn(c net.Conn, coalesce time.Duration, quickAck bool, onConnack func(bool)) *readConn {
+	rc := &readConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: coalesce, onConnack: onConnack}
+	if coalesce > 0 && quickAck {
+		rc.quickAck = quickAcker(c)
+	}
+	return rc
 }
 
 func (c *readConn) Read(p []byte) (int, error) {
@@ -37,6 +42,9 @@ func (c *readConn) Read(p []byte) (int, error) {
 		}
 	}
 	if c.coalesce > 0 && c.r.Buffered() == 0 {
+		if c.quickAck != nil {
+			c.quickAck() // else the broker's Nagle waits for our delayed ACK
+		}
 		time.Sleep(c.coalesce)
 	}
 	return c.r.Read(p)

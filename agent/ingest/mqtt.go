@@ -28,7 +28,9 @@ type MQTTOptions struct {
 	Password     string
 	KeepAlive    time.Duration
 	ReadCoalesce time.Duration
-	MaxPayload   int
+	// QuickAck sets TCP_QUICKACK before each coalescing wait (see quickAcker).
+	QuickAck   bool
+	MaxPayload int
 	// MaxInflight caps the QoS 1/2 messages handed out and not yet acked
 	// (0: no cap). At the cap the source takes no new message until an ack
 	// frees a slot: paho's router blocks, the socket is not read, and the
@@ -196,13 +198,13 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newReadConn(c, s.opts.ReadCoalesce, s.SessionPresent), nil
+		return newReadConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent), nil
 	}
 	c, err := d.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
-	return newReadConn(c, s.opts.ReadCoalesce, s.SessionPresent), nil
+	return newReadConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent), nil
 }
 
 // TLSConfig builds a client TLS config from PEM files: a CA to verify the

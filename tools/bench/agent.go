@@ -30,6 +30,7 @@ inputs:
       topics: [sensors/+/telemetry]
       qos: 1
       read_coalesce: %s
+      quick_ack: %t
 rules:
 %suplinks:
   - name: cloud
@@ -64,7 +65,7 @@ const w1aRule = `  - name: w1a
 // agent until it logs "mqtt subscribed".
 func (b *bench) startAgent(ctx context.Context, dir, gateway, broker, rules string) (*child, error) {
 	cfg := filepath.Join(dir, "sluice.yaml")
-	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, rules, b.ns.ClientURL())
+	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, b.opts.quickAck, rules, b.ns.ClientURL())
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}

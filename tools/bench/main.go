@@ -111,6 +111,7 @@ type options struct {
 	only         map[string]bool // runs to do; all when empty
 	readCoalesce time.Duration   // the agent's read_coalesce
 	cpuProfile   string          // SLUICE_CPUPROFILE for the agents (a pprof build)
+	quickAck     bool            // the agent's mqtt quick_ack
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -122,6 +123,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.sim, "sim", "bin/firmware-sim", "firmware-sim binary")
 	fs.StringVar(&rates, "max-rates", "30000,50000,75000,100000,150000,200000,250000,300000,400000", "rates (msg/s) the maximum-rate search steps through, after the 20k run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) and print its path")
+	fs.BoolVar(&o.quickAck, "quick-ack", false, "the agent's mqtt quick_ack (lower latency, more CPU)")
 	fs.DurationVar(&o.readCoalesce, "read-coalesce", time.Millisecond, "the agent's mqtt read_coalesce (0 turns it off)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "agents write a CPU profile here (needs a binary built with -tags pprof; the last agent run wins: use with --only)")
 	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, w1a, 20k, max, sim, size (default all)")

@@ -20,28 +20,40 @@ import (
 	"github.com/sluiceio/sluice/internal/testenv"
 )
 
+// builtBinary is a binary of this repository built once per test run.
+type builtBinary struct {
+	pkg, name string
+	once      sync.Once
+	path      string
+	err       error
+}
+
+func (b *builtBinary) get(t *testing.T) string {
+	t.Helper()
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "sluice-test-bin-")
+		if err != nil {
+			b.err = err
+			return
+		}
+		b.path, b.err = testenv.Build(context.Background(), dir, b.pkg, b.name)
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
 var (
-	buildOnce sync.Once
-	agentBin  string
-	buildErr  error
+	agentBuild = builtBinary{pkg: "./agent", name: "sluice"}
+	simBuild   = builtBinary{pkg: "./firmware-sim", name: "firmware-sim"}
 )
 
 // sluiceBinary builds the agent once per test run.
-func sluiceBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-test-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		agentBin, buildErr = testenv.Build(context.Background(), dir, "./agent", "sluice")
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return agentBin
-}
+func sluiceBinary(t *testing.T) string { return agentBuild.get(t) }
+
+// simBinary builds firmware-sim once per test run.
+func simBinary(t *testing.T) string { return simBuild.get(t) }
 
 // rig is one end-to-end setup: mosquitto, JetStream, and an agent config.
 type rig struct {

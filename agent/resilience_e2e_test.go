@@ -28,29 +28,6 @@ import (
 // check upstream, message by message, that every message firmware-sim had
 // acknowledged (PUBACK) is counted exactly once.
 
-var (
-	simOnce sync.Once
-	simBin  string
-	simErr  error
-)
-
-// simBinary builds firmware-sim once per test run.
-func simBinary(t *testing.T) string {
-	t.Helper()
-	simOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sluice-test-sim-")
-		if err != nil {
-			simErr = err
-			return
-		}
-		simBin, simErr = testenv.Build(context.Background(), dir, "./firmware-sim", "firmware-sim")
-	})
-	if simErr != nil {
-		t.Fatal(simErr)
-	}
-	return simBin
-}
-
 // persistentBroker is a mosquitto that can be stopped and started again on
 // the same port, with persistence on: a clean stop writes the sessions and
 // their queued QoS 1 messages to disk, and a start reads them back.

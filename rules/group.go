@@ -25,26 +25,35 @@ type session struct {
 // groupKey returns r's group key as text: the group_by values joined with
 // "\x00". The string points into scratch memory: clone it to keep it.
 func (p *Plan) groupKey(r *Record) string {
-	switch len(p.keys) {
+	var key string
+	key, p.keyBuf = appendGroupKey(p.keyBuf, p.keys, r)
+	return key
+}
+
+// appendGroupKey returns r's key for the group_by keys: a string field of a
+// single key as it is, else the values as text joined with "\x00" in buf
+// (returned for reuse; the key points into it).
+func appendGroupKey(buf []byte, keys []string, r *Record) (string, []byte) {
+	switch len(keys) {
 	case 0:
-		return ""
+		return "", buf
 	case 1:
-		v, _ := r.Get(p.keys[0])
+		v, _ := r.Get(keys[0])
 		if v.Kind == KindString {
-			return v.Str
+			return v.Str, buf
 		}
-		p.keyBuf = v.AppendText(p.keyBuf[:0])
-		return unsafeString(p.keyBuf)
+		buf = v.AppendText(buf[:0])
+		return unsafeString(buf), buf
 	}
-	p.keyBuf = p.keyBuf[:0]
-	for i, k := range p.keys {
+	buf = buf[:0]
+	for i, k := range keys {
 		if i > 0 {
-			p.keyBuf = append(p.keyBuf, 0)
+			buf = append(buf, 0)
 		}
 		v, _ := r.Get(k)
-		p.keyBuf = v.AppendText(p.keyBuf)
+		buf = v.AppendText(buf)
 	}
-	return unsafeString(p.keyBuf)
+	return unsafeString(buf), buf
 }
 
 // keyFields returns r's group_by fields in the arena (strings not copied).

@@ -125,9 +125,18 @@ func isIdentPart(c byte) bool  { return isIdentStart(c) || isDigit(c) }
 type PosError struct {
 	Line, Column int // 1-based
 	Msg          string
+	Err          error // the cause, when it has a type of its own (NoModelError)
 }
 
 func (e *PosError) Error() string { return fmt.Sprintf("%d:%d: %s", e.Line, e.Column, e.Msg) }
+func (e *PosError) Unwrap() error { return e.Err }
+
+// NoModelError is the cause of the error of a rule that calls a model its
+// Options do not have: a config whose model failed to load reports that
+// model, not every rule calling it.
+type NoModelError struct{ Name string }
+
+func (e *NoModelError) Error() string { return fmt.Sprintf("no model %q", e.Name) }
 
 func posErrorf(src string, pos int, format string, args ...any) error {
 	line, col := 1, 1

@@ -23,7 +23,9 @@ func (c *compiler) model(n *node) (evalFn, error) {
 	name := n.args[0].str
 	m := c.models[name]
 	if m == nil {
-		return nil, c.errorf(n.args[0], "%s(): no model %q in the config", n.str, name)
+		err := c.errorf(n.args[0], "%s(): no model %q in the config", n.str, name)
+		err.(*PosError).Err = &NoModelError{Name: name}
+		return nil, err
 	}
 	if got, want := len(n.args)-1, len(m.Features()); got != want {
 		return nil, c.errorf(n, "%s(): model %q takes %d inputs %v, got %d", n.str, name, want, m.Features(), got)

@@ -336,3 +336,16 @@ func TestNumbersReadPlain(t *testing.T) {
 		}
 	}
 }
+
+// TestNoModelErrorNamesTheModel: a call to a model the options lack fails
+// with a NoModelError naming it, in the structured and the SQL form.
+func TestNoModelErrorNamesTheModel(t *testing.T) {
+	_, err1 := Compile(Spec{Name: "r", Select: []SelectItem{{"y", "predict('m', x)"}}})
+	_, err2 := ParseSQL("r", "SELECT predict('m', x) AS y FROM t")
+	for _, err := range []error{err1, err2} {
+		var nm *NoModelError
+		if !errors.As(err, &nm) || nm.Name != "m" {
+			t.Errorf("err %v: want a NoModelError for m", err)
+		}
+	}
+}

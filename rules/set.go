@@ -92,25 +92,7 @@ type keyIndex struct {
 // id returns the number of r's group key, or -1 when the index is full.
 func (x *keyIndex) id(r *Record) int32 {
 	var key string
-	if len(x.keys) == 1 {
-		v, _ := r.Get(x.keys[0])
-		if v.Kind == KindString {
-			key = v.Str
-		} else {
-			x.buf = v.AppendText(x.buf[:0])
-			key = unsafeString(x.buf)
-		}
-	} else {
-		x.buf = x.buf[:0]
-		for i, k := range x.keys {
-			if i > 0 {
-				x.buf = append(x.buf, 0)
-			}
-			v, _ := r.Get(k)
-			x.buf = v.AppendText(x.buf)
-		}
-		key = unsafeString(x.buf)
-	}
+	key, x.buf = appendGroupKey(x.buf, x.keys, r)
 	if id, ok := x.ids[key]; ok {
 		return id
 	}

@@ -282,7 +282,9 @@ func (q *sqlParser) remap(name string, err error) error {
 	var pe *PosError
 	if errors.As(se.Err, &pe) && (field == "where" || field == "having" || strings.HasPrefix(field, "select.")) {
 		off += byteOffset(q.src[off:], pe.Line, pe.Column)
-		return &SpecError{Rule: name, Field: "sql", Err: posErrorf(q.src, off, "%s", pe.Msg)}
+		moved := posErrorf(q.src, off, "%s", pe.Msg).(*PosError)
+		moved.Err = pe.Err
+		return &SpecError{Rule: name, Field: "sql", Err: moved}
 	}
 	return &SpecError{Rule: name, Field: "sql", Err: posErrorf(q.src, off, "%s: %v", field, se.Err)}
 }

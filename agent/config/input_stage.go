@@ -2,7 +2,8 @@ package config
 
 import (
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/sluiceio/sluice/agent/ingest"
@@ -102,7 +103,7 @@ func (in *Input) StageOptionsFor(gateway string, tags map[string]string) *ingest
 func validateStage(p string, in *Input, add func(path, format string, args ...any)) {
 	st := &in.InputStage
 	targets := map[string]string{}
-	for _, from := range sortedKeys(st.Rename) {
+	for _, from := range slices.Sorted(maps.Keys(st.Rename)) {
 		to := st.Rename[from]
 		switch {
 		case from == "" || to == "":
@@ -116,14 +117,14 @@ func validateStage(p string, in *Input, add func(path, format string, args ...an
 		}
 		targets[to] = from
 	}
-	for _, f := range sortedKeys(st.Coerce) {
+	for _, f := range slices.Sorted(maps.Keys(st.Coerce)) {
 		switch k := st.Coerce[f]; k {
 		case ingest.CoerceNumber, ingest.CoerceString, ingest.CoerceBool:
 		default:
 			add(p+".coerce."+f, "%q is not number, string or bool", k)
 		}
 	}
-	for _, f := range sortedKeys(st.Units) {
+	for _, f := range slices.Sorted(maps.Keys(st.Units)) {
 		if _, err := ingest.ParseConversion(st.Units[f]); err != nil {
 			add(p+".units."+f, "%v", err)
 		}
@@ -146,8 +147,8 @@ func validateStage(p string, in *Input, add func(path, format string, args ...an
 		if len(l.Table) == 0 {
 			add(p+".lookup.table", "needs at least one row")
 		}
-		for _, row := range sortedKeys(l.Table) {
-			for _, name := range sortedKeys(l.Table[row]) {
+		for _, row := range slices.Sorted(maps.Keys(l.Table)) {
+			for _, name := range slices.Sorted(maps.Keys(l.Table[row])) {
 				if _, err := ingest.ValueOf(l.Table[row][name]); err != nil {
 					add(p+".lookup.table."+row+"."+name, "%v", err)
 				}
@@ -191,13 +192,4 @@ func (c *Config) ValidateDeadLetterRoutes() Errors {
 		}
 	}
 	return errs
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
 }

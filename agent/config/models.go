@@ -3,8 +3,6 @@ package config
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
-	"strings"
 
 	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/rules/ml"
@@ -70,10 +68,6 @@ func (r *Rule) options() rules.Options { return rules.Options{Models: r.models} 
 // callsBadModel reports whether err is a rule's complaint about a model
 // that the models section has but could not load (reported there already).
 func (c *Config) callsBadModel(err error) bool {
-	for name := range c.badModels {
-		if strings.Contains(err.Error(), fmt.Sprintf("no model %q in the config", name)) {
-			return true
-		}
-	}
-	return false
+	var nm *rules.NoModelError
+	return errors.As(err, &nm) && c.badModels[nm.Name]
 }

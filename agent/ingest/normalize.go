@@ -204,15 +204,6 @@ func sortedFields(m map[string]string) []rules.Field {
 	return fs
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	sort.Strings(ks)
-	return ks
-}
-
 // ValueOf turns a scalar decoded from config (YAML or JSON) into a Value:
 // numbers, strings, bools and null.
 func ValueOf(x any) (rules.Value, error) {

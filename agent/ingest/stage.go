@@ -3,7 +3,9 @@ package ingest
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 
 	"github.com/sluiceio/sluice/rules"
@@ -108,7 +110,7 @@ func NewStage(opts StageOptions) (*Stage, error) {
 // event_time) and the field.
 func (s *Stage) normalization(opts StageOptions) error {
 	targets := map[string]string{}
-	for _, from := range sortedKeys(opts.Rename) {
+	for _, from := range slices.Sorted(maps.Keys(opts.Rename)) {
 		to := opts.Rename[from]
 		switch {
 		case from == "" || to == "":
@@ -124,7 +126,7 @@ func (s *Stage) normalization(opts StageOptions) error {
 			return fmt.Errorf("rename %s: %s is renamed too; rename %s to its final name", rn.from, rn.to, rn.from)
 		}
 	}
-	for _, f := range sortedKeys(opts.Coerce) {
+	for _, f := range slices.Sorted(maps.Keys(opts.Coerce)) {
 		switch k := opts.Coerce[f]; k {
 		case CoerceNumber, CoerceString, CoerceBool:
 			s.coercions = append(s.coercions, coercion{f, k})
@@ -132,7 +134,7 @@ func (s *Stage) normalization(opts StageOptions) error {
 			return fmt.Errorf("coerce %s: %q is not number, string or bool", f, k)
 		}
 	}
-	for _, f := range sortedKeys(opts.Units) {
+	for _, f := range slices.Sorted(maps.Keys(opts.Units)) {
 		c, err := ParseConversion(opts.Units[f])
 		if err != nil {
 			return fmt.Errorf("units %s: %w", f, err)

@@ -42,28 +42,54 @@ func (r w1Run) passed() bool { return r.all && r.sim.reached(r.load) }
 // A short count is a result, not an error.
 func (b *bench) agentRun(ctx context.Context, label string, l load, countWait time.Duration) (w1Run, error) {
 	r := w1Run{load: l}
-	name := label + "-" + l.label()
+	rs, err := b.setUp(ctx, label+"-"+l.label(), w1Rule)
+	if err != nil {
+		return r, err
+	}
+	defer rs.close()
+	return b.measure(ctx, r, rs.dir, rs.broker, rs.up, rs.agent, countWait)
+}
+
+// runSetup is what one agent run needs: its directory, a fresh mosquitto,
+// a stream of its own upstream and the agent, subscribed.
+type runSetup struct {
+	dir    string
+	broker *testenv.Mosquitto
+	up     *upstream
+	agent  *child
+}
+
+// setUp starts the parts of a run called name, whose agent runs rules.
+func (b *bench) setUp(ctx context.Context, name, rules string) (*runSetup, error) {
 	dir, err := b.runDir(name)
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	broker, err := testenv.StartMosquitto(dir)
-	if err != nil {
-		return r, err
+	rs := &runSetup{dir: dir}
+	if rs.broker, err = testenv.StartMosquitto(dir); err != nil {
+		return nil, err
 	}
-	defer broker.Stop()
 	gateway := "bench-" + name
-	up, err := b.openUpstream(ctx, gateway)
-	if err != nil {
-		return r, err
+	if rs.up, err = b.openUpstream(ctx, gateway); err != nil {
+		rs.close()
+		return nil, err
 	}
-	defer up.close()
-	agent, err := b.startAgent(ctx, dir, gateway, broker.URL, w1Rule)
-	if err != nil {
-		return r, err
+	if rs.agent, err = b.startAgent(ctx, dir, gateway, rs.broker.URL, rules); err != nil {
+		rs.close()
+		return nil, err
 	}
-	defer agent.stop(agentStopWait)
-	return b.measure(ctx, r, dir, broker, up, agent, countWait)
+	return rs, nil
+}
+
+// close stops what setUp started, the agent first.
+func (rs *runSetup) close() {
+	if rs.agent != nil {
+		rs.agent.stop(agentStopWait)
+	}
+	if rs.up != nil {
+		rs.up.close()
+	}
+	rs.broker.Stop()
 }
 
 // measure runs the simulator against a subscribed agent, waits for the

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"slices"
 	"time"
-
-	"github.com/sluiceio/sluice/internal/testenv"
 )
 
 // w1aSettle is how long the upstream count must stay still after the
@@ -23,26 +21,12 @@ func (b *bench) w1aAt5k(ctx context.Context) error {
 	l := loadFor(5000, cpuLoad)
 	name := "w1a-" + l.label()
 	b.log.Printf("%s: agent under W1a (where temperature > 30, records upstream) at %d msg/s for %s", name, l.rate, cpuLoad)
-	dir, err := b.runDir(name)
+	rs, err := b.setUp(ctx, name, w1aRule)
 	if err != nil {
 		return err
 	}
-	broker, err := testenv.StartMosquitto(dir)
-	if err != nil {
-		return err
-	}
-	defer broker.Stop()
-	gateway := "bench-" + name
-	up, err := b.openUpstream(ctx, gateway)
-	if err != nil {
-		return err
-	}
-	defer up.close()
-	agent, err := b.startAgent(ctx, dir, gateway, broker.URL, w1aRule)
-	if err != nil {
-		return err
-	}
-	defer agent.stop(agentStopWait)
+	defer rs.close()
+	agent, broker, up, dir := rs.agent, rs.broker, rs.up, rs.dir
 	meter := b.meter(map[string]int{"agent": agent.pid(), "mosquitto": broker.Cmd.Process.Pid})
 	before, err := meter.sample()
 	if err != nil {

@@ -72,6 +72,7 @@ type Status struct {
 	LastErrorAt time.Time // when it happened
 	Lag         uint64    // seqs between the uplink's acknowledged cursor and the newest entry
 	Backlog     bool      // a backlog is draining beside live entries
+	LiveFrom    uint64    // while Backlog: entries after this seq go in the live lane
 	Delivered   uint64
 	Failures    uint64
 	Rejected    uint64 // entries the upstream rejected for good, set aside
@@ -101,8 +102,9 @@ type Status struct {
 // position. A crash while split sends the live entries delivered since the
 // split again (JetStream drops them by Nats-Msg-Id; Kafka consumers by seq),
 // and so does moving the split point: while deliveries fail, the split point
-// follows the newest seq, so that live entries lead when the link is back
-// (free while the live lane has sent nothing; otherwise only once it is
+// follows the newest seq, and moves there once more on the first delivery
+// that succeeds (it may have been composed before the outage ended), so that
+// live entries lead when the link is back (free while the live lane has sent nothing; otherwise only once it is
 // behind by the threshold, and its entries since the split go again). While a
 // backlog drains, upstream receives each priority in seq order per lane, not
 // overall; with the split off (WithBacklogSplit(-1)) every batch continues
@@ -147,6 +149,9 @@ type Forwarder struct {
 	hasCfg  bool
 	state   atomic.Int32
 	backlog atomic.Bool
+	// liveFrom is the seq after which entries go in the live lane, as of
+	// the last split or lane move (kept after the lanes merge).
+	liveFrom atomic.Uint64
 
 	errMu     sync.Mutex
 	lastErr   string
@@ -274,6 +279,9 @@ func (f *Forwarder) Status() Status {
 		Failures:  f.Failures.Load(),
 		Rejected:  f.Rejected.Load(),
 	}
+	if s.Backlog {
+		s.LiveFrom = f.liveFrom.Load()
+	}
 	if c, ok := f.Uplink.(interface{ Connected() bool }); ok {
 		s.Connected = c.Connected()
 	} else {
@@ -334,6 +342,26 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		log.Warn(what, append([]any{"err", err}, args...)...)
 		backoff = f.wait(ctx, cfg, backoff)
 	}
+	// followNewest moves the live lane of l to the newest entry while the
+	// link is down (or has just come back), so that live entries lead when
+	// it is up: for free while the lane has sent nothing, else once it is
+	// behind by the split threshold (its entries go again).
+	followNewest := func(l *lanes) {
+		if !l.split {
+			return
+		}
+		newest := f.Buffer.LastSeq()
+		if liveSent > 0 && newest-min(newest, max(l.live.High, l.live.Normal, l.liveFrom)) <= uint64(cfg.split) {
+			return
+		}
+		if liveSent > 0 {
+			f.Resent.Add(liveSent)
+			log.Info("live lane fell behind: its entries since the split will be sent again", "entries", liveSent)
+		}
+		l.liveFrom, l.live = newest, buffer.Position{High: newest, Normal: newest}
+		f.liveFrom.Store(newest)
+		liveSent = 0
+	}
 	for ctx.Err() == nil {
 		changed := f.Buffer.Changed()
 		last := f.Buffer.LastSeq()
@@ -341,6 +369,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		// Split off a backlog.
 		if cfg.split > 0 && !ln.split && last-min(last, max(ln.back.High, ln.back.Normal)) > uint64(cfg.split) {
 			ln.split, ln.liveFrom, ln.live = true, last, buffer.Position{High: last, Normal: last}
+			f.liveFrom.Store(last)
 			liveSent = 0
 			f.Splits.Add(1)
 			f.backlog.Store(true)
@@ -391,20 +420,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				}
 				f.Failures.Add(1)
 				lastAttempt = true
-				if ln.split {
-					// The link is down: the live lane moves to the newest
-					// entry, so that live entries lead when it is back;
-					// for free while it has sent nothing, else once it is
-					// behind by the threshold (its entries go again).
-					if newest := f.Buffer.LastSeq(); liveSent == 0 || newest-min(newest, max(ln.live.High, ln.live.Normal, ln.liveFrom)) > uint64(cfg.split) {
-						if liveSent > 0 {
-							f.Resent.Add(liveSent)
-							log.Info("live lane fell behind: its entries since the split will be sent again", "entries", liveSent)
-						}
-						ln.liveFrom, ln.live = newest, buffer.Position{High: newest, Normal: newest}
-						liveSent = 0
-					}
-				}
+				followNewest(&ln)
 				fail("deliver failed; retrying", err, "entries", len(batch), "first_seq", batch[0].Seq)
 				continue
 			}
@@ -412,6 +428,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			f.DeliveredBytes.Add(uint64(bytes))
 			f.Batches.Add(1)
 			liveSent += uint64(nLive)
+			if lastAttempt {
+				// The link is back. The batch that went may have been
+				// composed long ago (a delivery in flight across the
+				// outage), and entries kept coming since: the live lane
+				// moves once more, so that what comes next leads.
+				followNewest(&next)
+			}
 			backoff, lastAttempt = 0, false
 			f.state.Store(int32(StateConnected))
 		}

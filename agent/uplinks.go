@@ -34,6 +34,9 @@ func newUplink(cfg *config.Config, u config.Uplink, log *slog.Logger) (uplink.Up
 		uplink.WithMaxInFlight(n.MaxInFlight),
 		uplink.WithLogger(log),
 	}
+	if n.FastBatch != nil {
+		opts = append(opts, uplink.WithFastBatch(*n.FastBatch))
+	}
 	if pk := n.Pack; pk != nil {
 		opts = append(opts, uplink.WithPack(uplink.Pack{MaxRecords: pk.MaxRecords, MaxBytes: int(pk.MaxBytes), Compression: pk.Compression}))
 	}

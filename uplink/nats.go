@@ -48,7 +48,10 @@ var ErrNoGateway = errors.New("no gateway id")
 // Nats-Msg-Id: <gateway>-<seq>, so a batch retried after a failure or a crash
 // is dropped by the stream as duplicates, within the stream's duplicate
 // window (Duplicates, 2 minutes by default: a gateway that may retry after
-// longer outages wants a longer window). Where no stream covers the subject,
+// longer outages wants a longer window). Where the stream allows fast batch
+// publishing, a batch whose entries all go to it is sent as one fast batch
+// (see natsbatch.go): the same dedup, one ack for the batch. Where no stream
+// covers the subject,
 // the entry is published with core NATS and counts as delivered once a flush
 // round trip shows the server received it: core NATS has no acknowledgement,
 // so an entry that no subscriber was listening for is gone. The Nats-Msg-Id
@@ -77,6 +80,9 @@ type NATS struct {
 	Duplicates atomic.Uint64
 	// Errors counts Deliver calls that returned an error.
 	Errors atomic.Uint64
+	// FastBatches counts deliveries sent as one fast batch (see
+	// natsbatch.go).
+	FastBatches atomic.Uint64
 
 	name        string
 	gateway     string
@@ -97,12 +103,16 @@ type NATS struct {
 	scratch    []byte
 	pending    []natsPending
 	ackTimer   *time.Timer // await's backstop, reused
+	fast       *natsFast   // fast batch publishing, once used
+	noFast     bool        // WithFastBatch(false)
+	careful    bool        // the next delivery goes one message at a time: the one after a failure
 }
 
 // natsRoute is where the entries of one rule go.
 type natsRoute struct {
 	subject string
 	stream  string // "" when no stream covers the subject: core publish
+	batched bool   // the stream allows fast batch publishing
 	checked time.Time
 }
 
@@ -124,10 +134,15 @@ type natsConfig struct {
 	nkeySeed    string
 	natsOpts    []nats.Option
 	pack        Pack
+	noFast      bool
 }
 
 // NATSOption configures NewNATS.
 type NATSOption func(*natsConfig)
+
+// WithFastBatch turns fast batch publishing to streams that allow it on
+// (the default) or off (see natsbatch.go).
+func WithFastBatch(on bool) NATSOption { return func(c *natsConfig) { c.noFast = !on } }
 
 // WithSubject sets the subject template (default "sluice.{gateway}.{rule}").
 // NewNATS rejects a template that ParseSubject would reject.
@@ -288,6 +303,7 @@ func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
 		js:          js,
 		routes:      make(map[string]*natsRoute),
 		pack:        pk,
+		noFast:      cfg.noFast,
 	}, nil
 }
 
@@ -327,6 +343,7 @@ func (n *NATS) Deliver(ctx context.Context, batch []buffer.Entry) error {
 	err := n.deliver(ctx, batch)
 	clear(n.pending)
 	n.pending = n.pending[:0]
+	n.careful = err != nil
 	if err != nil {
 		n.Errors.Add(1)
 		// A publish that is still pending may be sent again by the client
@@ -344,6 +361,11 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 	}
 	if n.pack != nil {
 		return n.deliverPacked(ctx, now, batch)
+	}
+	if stream, err := n.fastStream(ctx, now, batch); err != nil {
+		return err
+	} else if stream != "" {
+		return n.deliverFast(ctx, now, stream, batch)
 	}
 
 	// All bodies go into one slab sized up front; a message keeps a slice
@@ -452,6 +474,16 @@ func (n *NATS) route(ctx context.Context, now time.Time, rule string) (*natsRout
 		stream = ""
 	default:
 		return nil, fmt.Errorf("find stream for %s: %w", rt.subject, notConnected(err))
+	}
+	rt.batched = false
+	if stream != "" && !n.noFast && n.pack == nil {
+		lctx, cancel := n.bound(ctx)
+		s, err := n.js.Stream(lctx, stream)
+		cancel()
+		if err != nil {
+			return nil, fmt.Errorf("stream %s of %s: %w", stream, rt.subject, notConnected(err))
+		}
+		rt.batched = s.CachedInfo().Config.AllowBatchPublish
 	}
 	old, known := n.routes[rule]
 	switch {

@@ -50,6 +50,11 @@ type NATSUplink struct {
 	// compressed: far fewer messages and bytes on a metered link, at least
 	// once instead of exactly once (see uplink.Pack). Off by default.
 	Pack *NATSPack `yaml:"pack"`
+	// FastBatch publishes each batch as one JetStream fast batch where the
+	// stream allows it (allow_batched, NATS 2.12+): a flow ack every few
+	// hundred messages instead of a JSON ack each, same exactly-once
+	// dedup. Default true; false: an ack per message.
+	FastBatch *bool `yaml:"fast_batch"`
 
 	TLS          *TLS   `yaml:"tls"`
 	Username     string `yaml:"username"`

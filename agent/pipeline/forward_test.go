@@ -90,7 +90,7 @@ func (ns *natsServer) createStream() jetstream.Stream {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	st, err := ns.jetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"},
-		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute})
+		Storage: jetstream.FileStorage, Duplicates: 10 * time.Minute, AllowBatchPublish: true})
 	if err != nil {
 		ns.t.Fatal(err)
 	}
@@ -371,7 +371,8 @@ func TestForwarderOutageDrain(t *testing.T) {
 	)
 	buf := openBuffer(t, "up")
 	a := newAcks()
-	f := NewForwarder(buf, newUplink(t, "up", ns.url()), WithOnAck(a.onAck), WithForwarderLogger(quiet),
+	up := newUplink(t, "up", ns.url())
+	f := NewForwarder(buf, up, WithOnAck(a.onAck), WithForwarderLogger(quiet),
 		WithRateLimit(capBytes), WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 	runForwarder(t, f)
 
@@ -478,10 +479,14 @@ func TestForwarderOutageDrain(t *testing.T) {
 		}
 	}
 	rateGot := float64(bytes) / elapsed.Seconds()
-	t.Logf("drain: %d outputs (%d alerts) + %d live in %v: %.0f estimated bytes/s (cap %d), %d live early (%d late) after seq %d, %d failed deliveries, splits %d, resent %d",
-		total, highs, len(lives), elapsed.Round(time.Millisecond), rateGot, capBytes, early, lateEntries, liveFrom, f.Failures.Load(), f.Splits.Load(), f.Resent.Load())
+	t.Logf("drain: %d outputs (%d alerts) + %d live in %v: %.0f estimated bytes/s (cap %d), %d live early (%d late) after seq %d, %d failed deliveries, splits %d, resent %d, fast batches %d",
+		total, highs, len(lives), elapsed.Round(time.Millisecond), rateGot, capBytes, early, lateEntries, liveFrom, f.Failures.Load(), f.Splits.Load(), f.Resent.Load(), up.FastBatches.Load())
 	if burst := capBytes / 5; float64(bytes) > float64(capBytes)*elapsed.Seconds()+float64(burst) {
 		t.Errorf("drained %d bytes in %v: above the cap of %d bytes/s", bytes, elapsed, capBytes)
+	}
+	// The stream allows fast batches: the drain went through them.
+	if up.FastBatches.Load() == 0 {
+		t.Error("no fast batch delivered")
 	}
 	if early == 0 {
 		t.Errorf("no live entry was committed during the first half of the drain after the live lane's last move (after seq %d)", liveFrom)

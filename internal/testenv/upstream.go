@@ -37,13 +37,14 @@ type Collector struct {
 	cc      jetstream.ConsumeContext
 }
 
-// CreateStream creates a stream over subjects with a dedup window.
+// CreateStream creates a stream over subjects with a dedup window that
+// allows fast batch publishing, as the uplink uses it.
 func CreateStream(ctx context.Context, nc *nats.Conn, name string, subjects ...string) (jetstream.Stream, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	return js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subjects, Duplicates: 2 * time.Minute})
+	return js.CreateStream(ctx, jetstream.StreamConfig{Name: name, Subjects: subjects, Duplicates: 2 * time.Minute, AllowBatchPublish: true})
 }
 
 // Collect starts an ordered consumer on the stream.

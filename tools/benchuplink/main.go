@@ -1,8 +1,13 @@
 // Command benchuplink measures the uplinks' delivery throughput and CPU cost
 // on this machine and prints BENCH lines:
 //
-//	uplink_nats_jetstream_rps          records/s acknowledged by JetStream
+//	uplink_nats_jetstream_rps          records/s acknowledged by JetStream, one
+//	                                   message per record, fast batches (the
+//	                                   stream allows them)
 //	uplink_nats_jetstream_cpu_us_per_msg  CPU of the sending process per record
+//	uplink_nats_jetstream_acked_rps    the same to a stream without fast
+//	                                   batches: a JSON ack per message
+//	uplink_nats_jetstream_acked_cpu_us_per_msg
 //	uplink_nats_jetstream_packed_rps   the same with nats.pack (100 envelopes per message, zstd)
 //	uplink_nats_jetstream_packed_cpu_us_per_msg
 //	uplink_kafka_rps                   records/s acknowledged by Kafka (acks=all, idempotent)
@@ -66,13 +71,19 @@ func main() {
 		return
 	}
 	if *only == "" || *only == "nats" {
-		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{})
+		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, true)
 		if err != nil {
 			log.Fatalf("nats: %v", err)
 		}
 		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", rps)
 		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", cpu)
-		rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{MaxRecords: packRecords, Compression: "zstd"})
+		rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{}, false)
+		if err != nil {
+			log.Fatalf("nats acked: %v", err)
+		}
+		fmt.Printf("BENCH uplink_nats_jetstream_acked_rps %.0f records/s\n", rps)
+		fmt.Printf("BENCH uplink_nats_jetstream_acked_cpu_us_per_msg %.2f us\n", cpu)
+		rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{MaxRecords: packRecords, Compression: "zstd"}, false)
 		if err != nil {
 			log.Fatalf("nats packed: %v", err)
 		}
@@ -200,7 +211,9 @@ func measure(up uplink.Uplink, bs [][]buffer.Entry) (float64, float64, error) {
 // packRecords is the envelopes per message of the packed NATS figure.
 const packRecords = 100
 
-func benchNATS(records, size int, pack uplink.Pack) (float64, float64, error) {
+// benchNATS delivers records in batches of size to a stream that allows
+// fast batches or not.
+func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, float64, error) {
 	url, stop, err := startUpstream("nats")
 	if err != nil {
 		return 0, 0, err
@@ -217,7 +230,7 @@ func benchNATS(records, size int, pack uplink.Pack) (float64, float64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage}); err != nil {
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: batched}); err != nil {
 		return 0, 0, err
 	}
 	subject, err := uplink.ParseSubject("bench.{gateway}.{rule}")
@@ -251,6 +264,9 @@ func benchNATS(records, size int, pack uplink.Pack) (float64, float64, error) {
 	}
 	if got := up.Published.Load(); got != uint64(records+size) {
 		return 0, 0, fmt.Errorf("%d records acknowledged, want %d", got, records+size)
+	}
+	if got, want := up.FastBatches.Load(), uint64(records/size+1); batched && got != want {
+		return 0, 0, fmt.Errorf("%d fast batches, want %d", got, want)
 	}
 	return rps, cpu, nil
 }

@@ -69,7 +69,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: 2 * time.Minute}); err != nil {
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"telemetry.>"}, Duplicates: 2 * time.Minute, AllowBatchPublish: true}); err != nil {
 		log.Fatal(err)
 	}
 	if _, err := nc.Subscribe("telemetry.>", func(m *nats.Msg) {

@@ -51,7 +51,7 @@ type NATSUplink struct {
 	// once instead of exactly once (see uplink.Pack). Off by default.
 	Pack *NATSPack `yaml:"pack"`
 	// FastBatch publishes each batch as one JetStream fast batch where the
-	// stream allows it (allow_batched, NATS 2.12+): a flow ack every few
+	// stream allows it (allow_batched, nats-server 2.14+): a flow ack every few
 	// hundred messages instead of a JSON ack each, same exactly-once
 	// dedup. Default true; false: an ack per message.
 	FastBatch *bool `yaml:"fast_batch"`

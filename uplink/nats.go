@@ -368,17 +368,7 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 		return n.deliverFast(ctx, now, stream, batch)
 	}
 
-	// All bodies go into one slab sized up front; a message keeps a slice
-	// of it until its ack arrived, so the slab is reused only after a batch
-	// that ended with every ack in.
-	size := 0
-	for i := range batch {
-		size += len(n.env.prefix) + 21 + len(batch[i].Payload) + len(`,"payload":}`)
-	}
-	slab := n.slab[:0]
-	if cap(slab) < size {
-		slab = make([]byte, 0, size)
-	}
+	slab := n.slabFor(batch)
 
 	var st publishState
 	for i := range batch {
@@ -401,6 +391,21 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 	}
 	n.slab = slab
 	return nil
+}
+
+// slabFor returns an empty slab that holds the envelopes of batch. All
+// bodies go into one slab sized up front; a message keeps a slice of it
+// until its ack arrived, so the slab is reused only after a batch that ended
+// with every ack in.
+func (n *NATS) slabFor(batch []buffer.Entry) []byte {
+	size := 0
+	for i := range batch {
+		size += len(n.env.prefix) + 21 + len(batch[i].Payload) + len(`,"payload":}`)
+	}
+	if cap(n.slab) < size {
+		return make([]byte, 0, size)
+	}
+	return n.slab[:0]
 }
 
 // msgID returns the Nats-Msg-Id of the entries first to last:

@@ -134,14 +134,7 @@ func (n *NATS) deliverFast(ctx context.Context, now time.Time, stream string, ba
 	f.prefix = append(append(append(f.prefix[:0], f.inbox...), '.'), nuid.Next()...)
 	f.prefix = append(f.prefix, '.')
 
-	size := 0
-	for i := range batch {
-		size += len(n.env.prefix) + 21 + len(batch[i].Payload) + len(`,"payload":}`)
-	}
-	slab := n.slab[:0]
-	if cap(slab) < size {
-		slab = make([]byte, 0, size)
-	}
+	slab := n.slabFor(batch)
 	var (
 		acked  uint64                 // highest seq in the batch the server said it stored
 		window = uint64(natsFastFlow) // messages per flow ack, as the server set it

@@ -3,37 +3,65 @@ package ingest
 import (
 	"bufio"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
-// readConn wraps the MQTT connection under paho. paho reads each packet's
+// ackFlushDelay is how long an ack written by paho waits for more acks
+// before it goes to the socket. A commit acks its messages one after the
+// other, a microsecond or two apart; paho writes each 4-byte PUBACK with its
+// own write, which cost more of the agent's CPU at QoS 1 than the commit did.
+// Waiting this long after the first buffered ack sends a commit's acks in a
+// few writes. It delays acks only, never other packets (see brokerConn.Write),
+// and adds at most this much to the time the broker's in-flight window is
+// held by a commit (tens of milliseconds of reading and fsync).
+const ackFlushDelay = 200 * time.Microsecond
+
+// ackFlushBytes sends buffered acks at once when they reach this size
+// (1024 PUBACKs), so the buffer stays small whatever the commit size.
+const ackFlushBytes = 4 << 10
+
+// brokerConn wraps the MQTT connection under paho. paho reads each packet's
 // fixed header and every length byte with its own read; a bufio.Reader turns
 // those into one syscall. With coalesce > 0 a read that would go to the socket
 // first waits that long, so that messages arriving at a few thousand per
 // second are read in batches rather than one wake-up each (DESIGN.md,
 // "Measured levers").
 //
+// Writes of acks (PUBACK, PUBREC, PUBCOMP) are coalesced: see ackFlushDelay.
+// Any other packet (CONNECT, SUBSCRIBE, PUBLISH, PINGREQ, DISCONNECT...) goes
+// out at once, with the acks buffered before it in the same write, so order
+// is kept and nothing but acks waits.
+//
 // It also reads the session-present flag of the CONNACK, which paho does not
 // expose on reconnects, so the pipeline knows whether the broker's redelivery
 // record still applies.
-type readConn struct {
+type brokerConn struct {
 	net.Conn
 	r         *bufio.Reader
 	coalesce  time.Duration
 	quickAck  func() // nil: not a TCP socket on Linux (see quickAcker)
 	sniffed   bool
 	onConnack func(sessionPresent bool)
+
+	wmu      sync.Mutex
+	wbuf     []byte      // acks not yet written
+	wtimer   *time.Timer // flushes wbuf ackFlushDelay after its first byte
+	werr     error       // the first failed write: every later one fails too
+	ackDelay time.Duration
+	acks     *atomic.Uint64 // counts the acks written to the socket (nil: not counted)
 }
 
-func newReadConn(c net.Conn, coalesce time.Duration, quickAck bool, onConnack func(bool)) *readConn {
-	rc := &readConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: coalesce, onConnack: onConnack}
+func newBrokerConn(c net.Conn, coalesce time.Duration, quickAck bool, onConnack func(bool), acks *atomic.Uint64) *brokerConn {
+	bc := &brokerConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: coalesce, onConnack: onConnack, ackDelay: ackFlushDelay, acks: acks}
 	if coalesce > 0 && quickAck {
-		rc.quickAck = quickAcker(c)
+		bc.quickAck = quickAcker(c)
 	}
-	return rc
+	return bc
 }
 
-func (c *readConn) Read(p []byte) (int, error) {
+func (c *brokerConn) Read(p []byte) (int, error) {
 	if !c.sniffed {
 		c.sniffed = true
 		// CONNACK of MQTT 3.1.1: 0x20, remaining length 2, flags, return code.
@@ -48,4 +76,111 @@ func (c *readConn) Read(p []byte) (int, error) {
 		time.Sleep(c.coalesce)
 	}
 	return c.r.Read(p)
+}
+
+// isAck reports whether p is one whole PUBACK, PUBREC or PUBCOMP of MQTT
+// 3.1.1 (paho writes each packet with one Write).
+func isAck(p []byte) bool {
+	return len(p) == 4 && p[1] == 2 && (p[0] == 0x40 || p[0] == 0x50 || p[0] == 0x70)
+}
+
+func (c *brokerConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.werr != nil {
+		return 0, c.werr
+	}
+	ack := isAck(p)
+	if ack && c.ackDelay > 0 {
+		first := len(c.wbuf) == 0
+		c.wbuf = append(c.wbuf, p...)
+		if len(c.wbuf) >= ackFlushBytes {
+			if err := c.flushLocked(); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+		if first {
+			if c.wtimer == nil {
+				c.wtimer = time.AfterFunc(c.ackDelay, c.timedFlush)
+			} else {
+				c.wtimer.Reset(c.ackDelay)
+			}
+		}
+		return len(p), nil
+	}
+	if len(c.wbuf) == 0 {
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.werr = err
+		} else if ack && c.acks != nil {
+			c.acks.Add(1)
+		}
+		return n, err
+	}
+	// The acks before p and p in one write (a copy of p costs less than a
+	// second syscall, and a tls.Conn would make a second record of it).
+	acks := len(c.wbuf)
+	c.wbuf = append(c.wbuf, p...)
+	if err := c.flush(acks); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// flushLocked writes the buffered acks; c.wmu is held.
+func (c *brokerConn) flushLocked() error { return c.flush(len(c.wbuf)) }
+
+// flush writes wbuf, whose first ackBytes bytes are acks; c.wmu is held.
+func (c *brokerConn) flush(ackBytes int) error {
+	if len(c.wbuf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.wbuf)
+	c.wbuf = c.wbuf[:0]
+	if cap(c.wbuf) > 2*ackFlushBytes {
+		c.wbuf = nil // a large publish went through: do not keep its room
+	}
+	c.stopTimer()
+	if err != nil {
+		c.werr = err
+		return err
+	}
+	if c.acks != nil {
+		c.acks.Add(uint64(ackBytes / 4))
+	}
+	return nil
+}
+
+func (c *brokerConn) stopTimer() {
+	if c.wtimer != nil {
+		c.wtimer.Stop()
+	}
+}
+
+// timedFlush runs on the timer. paho does not see its error, so a failed
+// write closes the connection: paho's reader fails, and paho reconnects
+// (the acks lost with it are redelivered by the broker, as after any drop).
+func (c *brokerConn) timedFlush() {
+	c.wmu.Lock()
+	err := c.flushLocked()
+	c.wmu.Unlock()
+	if err != nil {
+		c.Conn.Close()
+	}
+}
+
+// Close sends the buffered acks, unless a write is under way (paho closes
+// the connection to end a write that is stuck), and closes the connection.
+func (c *brokerConn) Close() error {
+	if c.wmu.TryLock() {
+		if len(c.wbuf) > 0 && c.werr == nil {
+			c.Conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+			c.flushLocked()
+		}
+		c.stopTimer()
+		c.werr = net.ErrClosed
+		c.wmu.Unlock()
+	}
+	return c.Conn.Close()
 }

@@ -73,6 +73,9 @@ type MQTT struct {
 
 	Received  atomic.Uint64
 	Oversized atomic.Uint64
+	// AcksSent counts the PUBACKs, PUBRECs and PUBCOMPs written to the
+	// broker's socket (acks are written in batches: see brokerConn).
+	AcksSent  atomic.Uint64
 	Connects  atomic.Uint64
 	connected atomic.Bool
 }
@@ -146,6 +149,7 @@ func (s *MQTT) Start(ctx context.Context, out chan<- Message) error {
 		SetKeepAlive(s.opts.KeepAlive).
 		SetResumeSubs(false).
 		SetCustomOpenConnectionFn(s.dial).
+		SetStore(newSessionStore()).
 		// Every message goes to the default handler, subscriptions register
 		// none: paho's router then matches no topic filter per message
 		// (two strings.Split each), and messages a persistent session
@@ -198,13 +202,13 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newReadConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent), nil
+		return newBrokerConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent, &s.AcksSent), nil
 	}
 	c, err := d.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
-	return newReadConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent), nil
+	return newBrokerConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent, &s.AcksSent), nil
 }
 
 // TLSConfig builds a client TLS config from PEM files: a CA to verify the

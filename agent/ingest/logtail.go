@@ -144,6 +144,8 @@ type LogTail struct {
 	done   chan struct{}
 
 	Lines       atomic.Uint64 // messages emitted
+	Bytes       atomic.Uint64 // bytes read from files
+	Opened      atomic.Uint64 // files opened, rotated ones and copies included
 	LongLines   atomic.Uint64 // lines or records cut at MaxLineBytes
 	Rotations   atomic.Uint64 // files that stopped matching (renamed away, deleted)
 	Truncations atomic.Uint64 // files read again from the start (copytruncate, replaced content)
@@ -506,6 +508,23 @@ func (t *LogTail) add(tf *tailFile) {
 	t.files[tf.id] = tf
 	t.order = append(t.order, tf)
 	t.Open.Add(1)
+	t.Opened.Add(1)
+}
+
+// LogTailCounters are a LogTail's counters read at one moment (see the
+// fields of LogTail).
+type LogTailCounters struct {
+	Lines, Bytes, Opened, LongLines, Rotations, Truncations, Resumed, Copies, Uncovered uint64
+	Open                                                                                int64
+}
+
+// Counters reads the counters; it may be called from any goroutine.
+func (t *LogTail) Counters() LogTailCounters {
+	return LogTailCounters{
+		Lines: t.Lines.Load(), Bytes: t.Bytes.Load(), Opened: t.Opened.Load(), LongLines: t.LongLines.Load(),
+		Rotations: t.Rotations.Load(), Truncations: t.Truncations.Load(), Resumed: t.Resumed.Load(),
+		Copies: t.Copies.Load(), Uncovered: t.Uncovered.Load(), Open: t.Open.Load(),
+	}
 }
 
 // lineStart returns the offset after the last newline in the last 64 KiB
@@ -809,6 +828,7 @@ func (t *LogTail) readFile(ctx context.Context, tf *tailFile, limit int64) (more
 			base := tf.off
 			tf.off += int64(k)
 			n += int64(k)
+			t.Bytes.Add(uint64(k))
 			if err := t.consume(ctx, tf, t.buf[:k], base); err != nil {
 				return false, grew, err
 			}

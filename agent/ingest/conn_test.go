@@ -86,7 +86,7 @@ func write(t *testing.T, c net.Conn, p []byte) {
 // TestBrokerConnSendsAcksInOneWriteAfterTheDelay: 100 PUBACKs written one by
 // one reach the socket in one write, once the delay after the first passed.
 func TestBrokerConnSendsAcksInOneWriteAfterTheDelay(t *testing.T) {
-	bc, cc, peer, acks := connPair(t, 20*time.Millisecond)
+	bc, cc, peer, acks := connPair(t, 200*time.Millisecond) // long enough that no stall of the test splits a batch
 	var want []byte
 	for i := range 100 {
 		write(t, bc, puback(uint16(i+1)))

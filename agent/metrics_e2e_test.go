@@ -39,7 +39,15 @@ func TestMetricsMatchWhatWasSentAndDelivered(t *testing.T) {
 		`sluice_ready`:                                       1,
 	}
 	// The uplink's ack reaches the metrics a moment after the stream has
-	// the message: poll the scrape until it agrees or time runs out.
+	// the message.
+	waitMetrics(t, addr, want, "metrics disagree with the run")
+}
+
+// waitMetrics polls the agent's /metrics at addr until every series of want
+// has its value, or fails with what and the differences after 10 s. No event
+// tells a scrape that an ack landed or a file closed.
+func waitMetrics(t *testing.T, addr string, want map[string]float64, what string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		got := scrape(t, "http://"+addr+"/metrics")
@@ -53,9 +61,9 @@ func TestMetricsMatchWhatWasSentAndDelivered(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics disagree with the run:\n%s", strings.Join(diff, "\n"))
+			t.Fatalf("%s:\n%s", what, strings.Join(diff, "\n"))
 		}
-		time.Sleep(100 * time.Millisecond) // no event tells a scrape that an ack landed
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -141,6 +141,7 @@ type generation struct {
 	inputs     []*pipeline.Input
 	rules      []*pipeline.Rule
 	sources    []*ingest.MQTT
+	logs       []*ingest.LogTail // logs[i] tails input i's files; nil entries are allowed
 	uplinks    []uplink.Uplink
 	fwds       []*pipeline.Forwarder
 	closers    map[int]interface{ Close() } // log, http and health sources by input index
@@ -272,7 +273,7 @@ func startGeneration(cfg *config.Config, log *slog.Logger, hooks agentHooks, srv
 		}
 	}
 	g.rebuildIngest()
-	g.status = newAgentStatus(cfg, started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
+	g.status = newAgentStatus(cfg, started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds).withLogs(g.logs)
 	go func() {
 		for _, s := range g.sources {
 			if s == nil {
@@ -373,6 +374,11 @@ func (g *generation) startOther(ctx context.Context, i int, in config.Input) err
 			return fmt.Errorf("input %s: %w", in.Name, err)
 		}
 		src = lt
+		// A new slice: the API's status may be reading the old one.
+		logs := make([]*ingest.LogTail, max(len(g.logs), i+1))
+		copy(logs, g.logs)
+		logs[i] = lt
+		g.logs = logs
 	case in.HTTP != nil:
 		if srv == nil {
 			return fmt.Errorf("input %s: an http input needs the local API", in.Name)
@@ -440,6 +446,10 @@ func (g *generation) stopInput(i int) {
 	if c := g.closers[i]; c != nil {
 		c.Close()
 		delete(g.closers, i)
+	}
+	if i < len(g.logs) && g.logs[i] != nil {
+		g.logs = slices.Clone(g.logs)
+		g.logs[i] = nil
 	}
 	delete(g.httpIns, i)
 }
@@ -612,7 +622,7 @@ func (g *generation) reconfigure(next *config.Config) error {
 	}
 	g.buf.SetUplinks(names)
 	g.cfgUplinks = next.Uplinks
-	g.status = newAgentStatus(next, g.started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds)
+	g.status = newAgentStatus(next, g.started, g.buf, g.p, g.inputs, g.sources, g.counters, g.fwds).withLogs(g.logs)
 	return nil
 }
 

@@ -29,7 +29,8 @@ type agentStatus struct {
 	buf      *buffer.Buffer
 	pipe     *pipeline.Pipeline
 	inputs   []*pipeline.Input
-	sources  []*ingest.MQTT // sources[i] feeds inputs[i]; nil entries are allowed
+	sources  []*ingest.MQTT    // sources[i] feeds inputs[i]; nil entries are allowed
+	logs     []*ingest.LogTail // logs[i] feeds inputs[i]; nil entries are allowed
 	rules    *ruleCounters
 	forwards []*pipeline.Forwarder
 }
@@ -49,6 +50,13 @@ func newAgentStatus(cfg *config.Config, started time.Time, buf *buffer.Buffer, p
 		},
 		buf: buf, pipe: p, inputs: inputs, sources: sources, rules: rules, forwards: forwards,
 	}
+}
+
+// withLogs adds the log inputs' tailers, logs[i] feeding inputs[i]. The
+// slice is read, not copied, like the others.
+func (s *agentStatus) withLogs(logs []*ingest.LogTail) *agentStatus {
+	s.logs = logs
+	return s
 }
 
 // Status implements api.Source.
@@ -75,6 +83,12 @@ func (s *agentStatus) Status() api.Status {
 				v.Subscribed = true
 			default:
 			}
+		}
+		if i < len(s.logs) && s.logs[i] != nil {
+			c := s.logs[i].Counters()
+			v.Log = &api.LogInput{Lines: c.Lines, Bytes: c.Bytes, FilesOpened: c.Opened, Open: c.Open,
+				Rotations: c.Rotations, Truncations: c.Truncations, LongLines: c.LongLines,
+				Resumed: c.Resumed, Copies: c.Copies, Uncovered: c.Uncovered}
 		}
 		ready = ready && v.Subscribed
 		st.Inputs[i] = v

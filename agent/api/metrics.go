@@ -50,6 +50,17 @@ func perInput(f func(*Input) float64) func(*promWriter, string, *Status) {
 	}
 }
 
+// perLog writes one sample per log input; other inputs have none.
+func perLog(f func(*LogInput) float64) func(*promWriter, string, *Status) {
+	return func(w *promWriter, name string, st *Status) {
+		for i := range st.Inputs {
+			if l := st.Inputs[i].Log; l != nil {
+				w.sample(name, "input", st.Inputs[i].Name, f(l))
+			}
+		}
+	}
+}
+
 func perRule(f func(*Rule) uint64) func(*promWriter, string, *Status) {
 	return func(w *promWriter, name string, st *Status) {
 		for i := range st.Rules {
@@ -110,6 +121,27 @@ var families = []family{
 		perInput(func(in *Input) float64 { return float64(in.Oversized) })},
 	{Metric{"sluice_input_connects_total", "counter", "input", "Successful connections to the broker."},
 		perInput(func(in *Input) float64 { return float64(in.Connects) })},
+
+	{Metric{"sluice_log_lines_total", "counter", "input", "Lines (or multiline records) a log input read and handed on."},
+		perLog(func(l *LogInput) float64 { return float64(l.Lines) })},
+	{Metric{"sluice_log_bytes_total", "counter", "input", "Bytes a log input read from its files."},
+		perLog(func(l *LogInput) float64 { return float64(l.Bytes) })},
+	{Metric{"sluice_log_files_opened_total", "counter", "input", "Files a log input opened, rotated files and copytruncate copies included."},
+		perLog(func(l *LogInput) float64 { return float64(l.FilesOpened) })},
+	{Metric{"sluice_log_files_open", "gauge", "input", "Files a log input holds open now (a rotated file stays open until quiet for rotate_wait)."},
+		perLog(func(l *LogInput) float64 { return float64(l.Open) })},
+	{Metric{"sluice_log_rotations_total", "counter", "input", "Files that stopped matching the input's paths (renamed away or deleted)."},
+		perLog(func(l *LogInput) float64 { return float64(l.Rotations) })},
+	{Metric{"sluice_log_truncations_total", "counter", "input", "Files read again from the start (copytruncate, replaced content)."},
+		perLog(func(l *LogInput) float64 { return float64(l.Truncations) })},
+	{Metric{"sluice_log_long_lines_total", "counter", "input", "Lines cut at max_line_bytes."},
+		perLog(func(l *LogInput) float64 { return float64(l.LongLines) })},
+	{Metric{"sluice_log_resumed_total", "counter", "input", "Files resumed from a saved position at start."},
+		perLog(func(l *LogInput) float64 { return float64(l.Resumed) })},
+	{Metric{"sluice_log_copies_total", "counter", "input", "copytruncate copies read for the lines not yet read."},
+		perLog(func(l *LogInput) float64 { return float64(l.Copies) })},
+	{Metric{"sluice_log_uncovered_total", "counter", "input", "Rotated files no saved position covered, read from the start."},
+		perLog(func(l *LogInput) float64 { return float64(l.Uncovered) })},
 
 	{Metric{"sluice_rule_processed_total", "counter", "rule", "Records given to the rule."},
 		perRule(func(r *Rule) uint64 { return r.Processed })},

@@ -11,7 +11,10 @@ import (
 )
 
 func TestMetricsExact(t *testing.T) {
-	src := &fixedSource{st: sampleStatus()}
+	st := sampleStatus()
+	st.Inputs = append(st.Inputs, Input{Name: "applog", Messages: 120, Log: &LogInput{Lines: 120, Bytes: 9840, FilesOpened: 3,
+		Open: 2, Rotations: 1, Truncations: 4, LongLines: 5, Resumed: 6, Copies: 7, Uncovered: 8}})
+	src := &fixedSource{st: st}
 	s, ts := newTestServer(t, src)
 	ack := s.Acked("cloud")
 	s.Committed([]buffer.Entry{entry(1, "r", `{}`), entry(2, "r", `{}`)}, time.Now().Add(-time.Second), 3*time.Millisecond)
@@ -34,6 +37,16 @@ func TestMetricsExact(t *testing.T) {
 		`sluice_input_duplicates_total{input="telemetry"} 2`,
 		`sluice_input_oversized_total{input="telemetry"} 1`,
 		`sluice_input_connects_total{input="telemetry"} 3`,
+		`sluice_log_lines_total{input="applog"} 120`,
+		`sluice_log_bytes_total{input="applog"} 9840`,
+		`sluice_log_files_opened_total{input="applog"} 3`,
+		`sluice_log_files_open{input="applog"} 2`,
+		`sluice_log_rotations_total{input="applog"} 1`,
+		`sluice_log_truncations_total{input="applog"} 4`,
+		`sluice_log_long_lines_total{input="applog"} 5`,
+		`sluice_log_resumed_total{input="applog"} 6`,
+		`sluice_log_copies_total{input="applog"} 7`,
+		`sluice_log_uncovered_total{input="applog"} 8`,
 		`sluice_rule_processed_total{rule="pump_temp_1m"} 993`,
 		`sluice_rule_filtered_total{rule="pump_temp_1m"} 13`,
 		`sluice_rule_late_total{rule="pump_temp_1m"} 4`,
@@ -69,6 +82,10 @@ func TestMetricsExact(t *testing.T) {
 		if !strings.Contains(body, want+"\n") && !strings.Contains(body, "\n"+want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// An input that is not a log input has no log samples.
+	if strings.Contains(body, `sluice_log_lines_total{input="telemetry"}`) {
+		t.Error("the MQTT input has a log sample")
 	}
 	// Every documented family is exported, and nothing undocumented is.
 	documented := map[string]bool{}

@@ -45,6 +45,23 @@ type Input struct {
 	LastDeadLetter *DeadLetter `json:"last_dead_letter,omitempty"`
 	// Rate is messages per second over the last RateWindow.
 	Rate float64 `json:"rate"`
+	// Log holds the file tailer's counters of a log input; nil for others.
+	Log *LogInput `json:"log,omitempty"`
+}
+
+// LogInput is a log input's file tailer counters (totals since it started,
+// but Open).
+type LogInput struct {
+	Lines       uint64 `json:"lines"`        // lines (or multiline records) read and handed on
+	Bytes       uint64 `json:"bytes"`        // bytes read from files
+	FilesOpened uint64 `json:"files_opened"` // files opened, rotated ones and copies included
+	Open        int64  `json:"open"`         // files open now
+	Rotations   uint64 `json:"rotations"`    // files that stopped matching (renamed away, deleted)
+	Truncations uint64 `json:"truncations"`  // files read again from the start (copytruncate, replaced)
+	LongLines   uint64 `json:"long_lines"`   // lines cut at max_line_bytes
+	Resumed     uint64 `json:"resumed"`      // files resumed from a saved position
+	Copies      uint64 `json:"copies"`       // copytruncate copies read for lines not yet read
+	Uncovered   uint64 `json:"uncovered"`    // rotated files no saved position covered, read from the start
 }
 
 // Rule is one rule's counters.

@@ -50,12 +50,13 @@ var ErrNoGateway = errors.New("no gateway id")
 // window (Duplicates, 2 minutes by default: a gateway that may retry after
 // longer outages wants a longer window). Where the stream allows fast batch
 // publishing, a batch whose entries all go to it is sent as one fast batch
-// (see natsbatch.go): the same dedup, one ack for the batch. Where no stream
-// covers the subject,
-// the entry is published with core NATS and counts as delivered once a flush
-// round trip shows the server received it: core NATS has no acknowledgement,
-// so an entry that no subscriber was listening for is gone. The Nats-Msg-Id
-// header is set there too, for consumers that deduplicate.
+// (see natsbatch.go): the same dedup, one ack for the batch (Duplicates then
+// counts nothing: the batch's ack does not say how many were replays). Where
+// no stream covers the subject, the entry is published with core NATS and
+// counts as delivered once a flush round trip shows the server received it:
+// core NATS has no acknowledgement, so an entry that no subscriber was
+// listening for is gone. The Nats-Msg-Id header is set there too, for
+// consumers that deduplicate.
 //
 // Which subjects a stream covers is asked of the server (one request per
 // subject) and trusted for a minute, or until the connection reconnects or a
@@ -98,6 +99,7 @@ type NATS struct {
 	// Deliver's state, touched only by the goroutine calling Deliver.
 	pack       *packer               // nil: one message per entry
 	routes     map[string]*natsRoute // by rule
+	streams    map[string]natsStream // by name
 	reconnects uint64                // nc's reconnect count when routes was last trusted
 	slab       []byte                // message bodies of the last batch, reused after a clean batch
 	scratch    []byte
@@ -106,6 +108,13 @@ type NATS struct {
 	fast       *natsFast   // fast batch publishing, once used
 	noFast     bool        // WithFastBatch(false)
 	careful    bool        // the next delivery goes one message at a time: the one after a failure
+}
+
+// natsStream is what the uplink knows of a stream's configuration.
+type natsStream struct {
+	batched bool // allow_batched
+	checked time.Time
+	ttl     time.Duration // how long checked is trusted
 }
 
 // natsRoute is where the entries of one rule go.
@@ -302,6 +311,7 @@ func NewNATS(name, url string, opts ...NATSOption) (*NATS, error) {
 		nc:          nc,
 		js:          js,
 		routes:      make(map[string]*natsRoute),
+		streams:     make(map[string]natsStream),
 		pack:        pk,
 		noFast:      cfg.noFast,
 	}, nil
@@ -357,6 +367,7 @@ func (n *NATS) deliver(ctx context.Context, batch []buffer.Entry) error {
 	now := time.Now()
 	if r := n.nc.Stats().Reconnects; r != n.reconnects || len(n.routes) > natsMaxRoutes {
 		clear(n.routes)
+		clear(n.streams)
 		n.reconnects = r
 	}
 	if n.pack != nil {
@@ -480,16 +491,7 @@ func (n *NATS) route(ctx context.Context, now time.Time, rule string) (*natsRout
 	default:
 		return nil, fmt.Errorf("find stream for %s: %w", rt.subject, notConnected(err))
 	}
-	rt.batched = false
-	if stream != "" && !n.noFast && n.pack == nil {
-		lctx, cancel := n.bound(ctx)
-		s, err := n.js.Stream(lctx, stream)
-		cancel()
-		if err != nil {
-			return nil, fmt.Errorf("stream %s of %s: %w", stream, rt.subject, notConnected(err))
-		}
-		rt.batched = s.CachedInfo().Config.AllowBatchPublish
-	}
+	rt.batched = stream != "" && n.fastAllowed(ctx, now, stream)
 	old, known := n.routes[rule]
 	switch {
 	case known && old.stream != stream && stream == "":
@@ -506,6 +508,34 @@ func (n *NATS) route(ctx context.Context, now time.Time, rule string) (*natsRout
 	rt.checked = now
 	n.routes[rule] = rt
 	return rt, nil
+}
+
+// fastAllowed says whether stream allows fast batch publishing, asking the
+// server at most once per natsCoverageTTL. A user who may not read the
+// stream's configuration ($JS.API.STREAM.INFO) publishes with an ack per
+// message, as before fast batches.
+func (n *NATS) fastAllowed(ctx context.Context, now time.Time, stream string) bool {
+	if n.noFast || n.pack != nil {
+		return false
+	}
+	if c, ok := n.streams[stream]; ok && now.Sub(c.checked) < c.ttl {
+		return c.batched
+	}
+	// Not the caller's deadline: a request the user may not make goes
+	// unanswered until it ends.
+	lctx, cancel := context.WithTimeout(ctx, n.ackTimeout)
+	s, err := n.js.Stream(lctx, stream)
+	cancel()
+	c := natsStream{checked: now, ttl: natsCoverageTTL}
+	if err != nil {
+		// Asked again only after an hour: each time costs a timeout.
+		c.ttl = time.Hour
+		n.log.Info("cannot read the stream's configuration: an ack per message", "stream", stream, "err", err)
+	} else {
+		c.batched = s.CachedInfo().Config.AllowBatchPublish
+	}
+	n.streams[stream] = c
+	return c.batched
 }
 
 // await waits for the ack of one JetStream publish.

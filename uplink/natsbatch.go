@@ -1,6 +1,7 @@
 package uplink
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -34,10 +35,19 @@ import (
 //
 // A duplicate (a replay after a failure or a crash) is dropped by the stream
 // and the batch goes on. A message the stream refuses (too large, say) ends
-// the batch with an error that does not say which entry it was: the
+// the batch with an error that does not always say which entry it was: the
 // delivery after a failed one goes one message at a time with a JSON ack
 // each, which tells the forwarder which entry to set aside; the next one is
 // fast again.
+//
+// Flow control follows ADR-50: at most natsFastOutstanding flow windows in
+// flight (one message per window until the server's first ack says how
+// often it acks: with many publishers on the stream it acks every message);
+// a ping each third of the ack timeout without an answer (a lost flow ack),
+// failure after three; a batch given up on is ended at once (operation 3)
+// rather than left open on the server until its timeout. A batch whose
+// replies were dropped by the client (its channel full) counts as failed:
+// an error reply may have been among them.
 const (
 	natsFastFlow        = 500 // messages per flow ack we ask for (the server caps it at 500)
 	natsFastOutstanding = 3   // flow windows in flight before the publisher waits
@@ -51,10 +61,11 @@ type natsFast struct {
 	inbox  string
 	sub    *nats.Subscription
 	ch     chan *nats.Msg
-	msg    nats.Msg // reused: PublishMsg copies it into the connection's buffer
+	hdr    nats.Header // reused: PublishMsg copies it into the connection's buffer
 	reply  []byte
 	timer  *time.Timer
 	prefix []byte // <inbox>.<batch id>. of the current batch
+	pre    string // the same
 }
 
 // batchReply is any of the server's answers to a fast batch: a flow ack
@@ -116,9 +127,142 @@ func (n *NATS) startFast() (*natsFast, error) {
 		return nil, fmt.Errorf("subscribe to fast batch replies: %w", notConnected(err))
 	}
 	f.sub = sub
-	f.msg.Header = nats.Header{jetstream.MsgIDHeader: []string{""}}
+	f.hdr = nats.Header{jetstream.MsgIDHeader: []string{""}}
 	n.fast = f
 	return f, nil
+}
+
+// fastBatch is one fast batch in flight.
+type fastBatch struct {
+	n       *NATS
+	f       *natsFast
+	stream  string
+	batch   []buffer.Entry
+	sent    int    // messages published so far
+	subject string // of the last one: pings and the end of an abandoned batch go there
+	acked   uint64 // the highest batch position the server said it stored
+	window  uint64 // messages per flow ack, as the server set it
+	fault   error  // what the server said went wrong before the commit
+	ended   bool   // the commit went out or the server ended the batch
+}
+
+// seq returns the entry seq of batch position pos (from 1), or 0.
+func (b *fastBatch) seq(pos uint64) uint64 {
+	if pos < 1 || pos > uint64(len(b.batch)) {
+		return 0
+	}
+	return b.batch[pos-1].Seq
+}
+
+// handle takes one answer of this batch; done is true, with the batch's
+// outcome, once the PubAck came.
+func (b *fastBatch) handle(m *nats.Msg) (done bool, err error) {
+	var r batchReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		b.ended = true
+		return true, fmt.Errorf("fast batch answer %q: %w", m.Data, err)
+	}
+	switch r.Type {
+	case "ack":
+		b.acked, b.window = max(b.acked, r.Seq), max(uint64(r.Msgs), 1)
+		return false, nil
+	case "gap":
+		// seq is the message that came, last_seq the one expected.
+		b.fault = fmt.Errorf("seqs %d to %d lost on the way", b.seq(r.LastSeq), b.seq(r.Seq-1))
+		return false, nil
+	case "err":
+		if r.Error != nil {
+			b.fault = fmt.Errorf("seq %d: %w", b.seq(r.Seq), r.Error)
+		}
+		return false, nil
+	case "":
+	default:
+		return false, nil
+	}
+	b.ended = true
+	if r.Error != nil {
+		return true, r.Error
+	}
+	if r.Count != uint64(len(b.batch)) {
+		if b.fault == nil {
+			b.fault = fmt.Errorf("count %d, duplicate %v", r.Count, r.Duplicate)
+		}
+		return true, fmt.Errorf("%w: stream %s stored %d of %d: %w", errBatchIncomplete, b.stream, r.Count, len(b.batch), b.fault)
+	}
+	if d, _ := b.f.sub.Dropped(); d > 0 {
+		// An error reply may have been among them: the count alone does not
+		// prove every message was stored (a store error leaves it as is).
+		return true, fmt.Errorf("fast batch: %d replies dropped by the client", d)
+	}
+	return true, nil
+}
+
+// take handles the answers that have arrived, without waiting.
+func (b *fastBatch) take() (done bool, err error) {
+	for {
+		select {
+		case m := <-b.f.ch:
+			if !strings.HasPrefix(m.Subject, b.f.pre) {
+				continue // an earlier batch's
+			}
+			if done, err := b.handle(m); done {
+				return true, err
+			}
+		default:
+			return false, nil
+		}
+	}
+}
+
+// wait waits for an answer of this batch. A flow ack may be lost: each
+// third of the ack timeout without one, a ping asks the server to say where
+// the batch stands; after three, the batch fails.
+func (b *fastBatch) wait(ctx context.Context) (done bool, err error) {
+	f := b.f
+	if f.timer == nil {
+		f.timer = time.NewTimer(b.n.ackTimeout / 3)
+	} else {
+		f.timer.Reset(b.n.ackTimeout / 3)
+	}
+	defer f.timer.Stop()
+	for pings := 0; ; {
+		select {
+		case m := <-f.ch:
+			if !strings.HasPrefix(m.Subject, f.pre) {
+				continue
+			}
+			return b.handle(m)
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-f.timer.C:
+			if pings++; pings == 3 {
+				return true, jetstream.ErrAsyncPublishTimeout
+			}
+			if err := b.publish(nil, nil, uint64(b.sent), 4); err != nil { // ping
+				return true, err
+			}
+			f.timer.Reset(b.n.ackTimeout / 3)
+		}
+	}
+}
+
+// publish sends one message of the batch at position pos with operation op
+// (0 start, 1 append, 2 commit, 3 end without a message, 4 ping).
+func (b *fastBatch) publish(e *buffer.Entry, data []byte, pos uint64, op int) error {
+	f := b.f
+	f.reply = append(f.reply[:0], f.prefix...)
+	f.reply = strconv.AppendUint(f.reply, natsFastFlow, 10)
+	f.reply = append(f.reply, ".fail."...)
+	f.reply = strconv.AppendUint(f.reply, pos, 10)
+	f.reply = append(f.reply, '.')
+	f.reply = strconv.AppendUint(f.reply, uint64(op), 10)
+	f.reply = append(f.reply, ".$FI"...)
+	msg := nats.Msg{Subject: b.subject, Reply: string(f.reply), Data: data}
+	if e != nil {
+		msg.Header = f.hdr
+		f.hdr[jetstream.MsgIDHeader][0] = b.n.msgID(e.Seq, e.Seq)
+	}
+	return b.n.nc.PublishMsg(&msg)
 }
 
 // deliverFast publishes batch, every entry of which goes to stream, as one
@@ -131,69 +275,31 @@ func (n *NATS) deliverFast(ctx context.Context, now time.Time, stream string, ba
 	for len(f.ch) > 0 { // answers to batches that were given up on
 		<-f.ch
 	}
+	if d, _ := f.sub.Dropped(); d > 0 {
+		// Dropped counts since the subscription began: start afresh so
+		// that handle's check speaks of this batch only.
+		_ = f.sub.Unsubscribe()
+		n.fast = nil
+		if f, err = n.startFast(); err != nil {
+			return err
+		}
+	}
 	f.prefix = append(append(append(f.prefix[:0], f.inbox...), '.'), nuid.Next()...)
 	f.prefix = append(f.prefix, '.')
+	f.pre = string(f.prefix)
 
+	// Until the server's first flow ack says how often it will ack, assume
+	// the least: with many batches open on the stream it acks every message,
+	// and a publisher that ran ahead would overflow its reply channel.
+	b := &fastBatch{n: n, f: f, stream: stream, batch: batch, window: 1}
+	defer func() {
+		if !b.ended && b.sent > 0 {
+			// Given up on: end it, so that the server does not hold it
+			// open (and slow other publishers) until its timeout.
+			_ = b.publish(nil, nil, uint64(b.sent)+1, 3)
+		}
+	}()
 	slab := n.slabFor(batch)
-	var (
-		acked  uint64                 // highest seq in the batch the server said it stored
-		window = uint64(natsFastFlow) // messages per flow ack, as the server set it
-		fault  error                  // what the server said went wrong before the commit
-	)
-	// handle takes one answer; it returns true with the batch's outcome once
-	// the PubAck came.
-	handle := func(m *nats.Msg) (bool, error) {
-		if !strings.HasPrefix(m.Subject, string(f.prefix)) {
-			return false, nil // an earlier batch's
-		}
-		var r batchReply
-		if err := json.Unmarshal(m.Data, &r); err != nil {
-			return true, fmt.Errorf("fast batch answer %q: %w", m.Data, err)
-		}
-		switch r.Type {
-		case "ack":
-			acked, window = max(acked, r.Seq), max(uint64(r.Msgs), 1)
-			return false, nil
-		case "gap":
-			fault = fmt.Errorf("message %d lost on the way (server expected %d)", r.Seq, r.LastSeq)
-			return false, nil
-		case "err":
-			if r.Error != nil {
-				fault = fmt.Errorf("message %d: %w", r.Seq, r.Error)
-			}
-			return false, nil
-		case "":
-		default:
-			return false, nil
-		}
-		if r.Error != nil {
-			return true, r.Error
-		}
-		if r.Count != uint64(len(batch)) {
-			if fault == nil {
-				fault = fmt.Errorf("count %d, duplicate %v", r.Count, r.Duplicate)
-			}
-			return true, fmt.Errorf("%w: stream %s stored %d of %d: %w", errBatchIncomplete, stream, r.Count, len(batch), fault)
-		}
-		return true, nil
-	}
-	wait := func() (bool, error) {
-		if f.timer == nil {
-			f.timer = time.NewTimer(n.ackTimeout)
-		} else {
-			f.timer.Reset(n.ackTimeout)
-		}
-		defer f.timer.Stop()
-		select {
-		case m := <-f.ch:
-			return handle(m)
-		case <-ctx.Done():
-			return true, ctx.Err()
-		case <-f.timer.C:
-			return true, jetstream.ErrAsyncPublishTimeout
-		}
-	}
-
 	for i := range batch {
 		e := &batch[i]
 		rt, err := n.route(ctx, now, e.Rule)
@@ -203,10 +309,12 @@ func (n *NATS) deliverFast(ctx context.Context, now time.Time, stream string, ba
 		// Keep at most natsFastOutstanding flow windows unacknowledged
 		// (ADR-50 allows 1 to 3; 2 is its default, 3 for longer round
 		// trips: measured here, 3 sends 10-20% more per second).
-		for uint64(i) > acked+natsFastOutstanding*window {
-			if done, err := wait(); done {
-				return n.fastErr(e.Seq, stream, rt.subject, err)
-			}
+		done, err := b.take()
+		for !done && uint64(i) > b.acked+natsFastOutstanding*b.window {
+			done, err = b.wait(ctx)
+		}
+		if done {
+			return n.fastErr(e.Seq, stream, rt.subject, cmp.Or(err, errors.New("batch ended early")))
 		}
 		op := 1 // append
 		switch {
@@ -215,24 +323,18 @@ func (n *NATS) deliverFast(ctx context.Context, now time.Time, stream string, ba
 		case i == 0:
 			op = 0 // start
 		}
-		f.reply = append(f.reply[:0], f.prefix...)
-		f.reply = strconv.AppendUint(f.reply, natsFastFlow, 10)
-		f.reply = append(f.reply, ".fail."...)
-		f.reply = strconv.AppendUint(f.reply, uint64(i+1), 10)
-		f.reply = append(f.reply, '.')
-		f.reply = strconv.AppendUint(f.reply, uint64(op), 10)
-		f.reply = append(f.reply, ".$FI"...)
-
 		start := len(slab)
 		slab = n.env.Append(slab, e)
-		f.msg.Subject, f.msg.Reply, f.msg.Data = rt.subject, string(f.reply), slab[start:]
-		f.msg.Header[jetstream.MsgIDHeader][0] = n.msgID(e.Seq, e.Seq)
-		if err := n.nc.PublishMsg(&f.msg); err != nil {
+		b.subject = rt.subject
+		if err := b.publish(e, slab[start:], uint64(i+1), op); err != nil {
+			b.ended = true // the connection is gone, and the batch with it
 			return n.publishErr(e.Seq, 1, rt.subject, err)
 		}
+		b.sent++
 	}
+	b.ended = true // the commit went out
 	for {
-		done, err := wait()
+		done, err := b.wait(ctx)
 		if !done {
 			continue
 		}
@@ -255,6 +357,7 @@ func (n *NATS) fastErr(seq uint64, stream, subject string, err error) error {
 			delete(n.routes, r)
 		}
 	}
+	delete(n.streams, stream)
 	if subject == "" {
 		return fmt.Errorf("nats %s: fast batch from seq %d to stream %s: %w", n.name, seq, stream, notConnected(err))
 	}

@@ -2,10 +2,13 @@ package uplink
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluiceio/sluice/buffer"
@@ -148,4 +151,65 @@ func TestNATSFastBatchRefusedMessage(t *testing.T) {
 	checkCounts(t, u, st, 12, 1, 2)
 	deliver(t, u, entries(14, 10, "r0"))
 	checkCounts(t, u, st, 22, 2, 2)
+}
+
+// A user who may not read the stream's configuration publishes with an ack
+// per message, as before fast batches.
+func TestNATSFastBatchWithoutStreamInfoPermission(t *testing.T) {
+	admin := &server.User{Username: "admin", Password: "a"}
+	gw := &server.User{Username: "gw", Password: "g", Permissions: &server.Permissions{
+		Publish:   &server.SubjectPermission{Allow: []string{"sluice.>", "$JS.API.STREAM.NAMES"}},
+		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
+	}}
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
+		NoLog: true, NoSigs: true, Users: []*server.User{admin, gw}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready within 10s")
+	}
+	t.Cleanup(s.Shutdown)
+	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("admin", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := createBatchedStream(t, js, jetstream.StreamConfig{Name: "B", Subjects: []string{"sluice.>"}})
+	u := newTestNATS(t, s.ClientURL(), WithAckTimeout(2*time.Second), WithNATSOptions(nats.UserInfo("gw", "g")))
+	for i := range 3 {
+		deliver(t, u, entries(uint64(1+10*i), 10))
+	}
+	checkCounts(t, u, st, 30, 0, 0)
+}
+
+// With many fast batches open on the stream (other gateways), the server
+// asks for a flow ack per message at first: the batch goes through all the
+// same, every reply read as it comes.
+func TestNATSFastBatchManyOpenBatches(t *testing.T) {
+	s := startServer(t, -1, true, t.TempDir())
+	nc, js := connect(t, s.ClientURL())
+	st := createBatchedStream(t, js, jetstream.StreamConfig{Name: "TELEMETRY", Subjects: []string{"sluice.>"}})
+	u := newTestNATS(t, s.ClientURL(), WithAckTimeout(5*time.Second))
+	deliver(t, u, entries(1, 10))
+	// 300 batches of another publisher, started and left open.
+	for i := range 300 {
+		m := &nats.Msg{Subject: "sluice.other.x", Reply: fmt.Sprintf("_INBOX.other.b%d.500.fail.1.0.$FI", i), Data: []byte("x")}
+		if err := nc.PublishMsg(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	deliver(t, u, entries(11, 3000))
+	checkCounts(t, u, st, 10+300+3000, 2, 0)
+	if d, _ := u.fast.sub.Dropped(); d != 0 {
+		t.Errorf("%d replies dropped", d)
+	}
 }

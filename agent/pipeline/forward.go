@@ -97,18 +97,18 @@ type Status struct {
 // left to live entries and the rest to the backlog, so fresh summaries keep
 // arriving within a batch's time while the backlog drains, and the bandwidth
 // cap holds for both together. Only the backlog lane moves the durable cursor
-// (the buffer's cursor is a watermark); when the backlog lane reaches the
-// split point, the lanes merge and the cursor jumps to the live lane's
-// position. A crash while split sends the live entries delivered since the
-// split again (JetStream drops them by Nats-Msg-Id; Kafka consumers by seq),
-// and so does moving the split point: while deliveries fail, the split point
-// follows the newest seq, and moves there once more on the first delivery
-// that succeeds (it may have been composed before the outage ended), so that
-// live entries lead when the link is back (free while the live lane has sent nothing; otherwise only once it is
-// behind by the threshold, and its entries since the split go again). While a
-// backlog drains, upstream receives each priority in seq order per lane, not
-// overall; with the split off (WithBacklogSplit(-1)) every batch continues
-// where the last one ended.
+// (the buffer's cursor is a watermark); when the backlog lane reaches the split
+// point, the lanes merge and the cursor jumps to the live lane's position. A
+// crash while split sends the live entries delivered since the split again
+// (JetStream drops them by Nats-Msg-Id; Kafka consumers by seq), and so does
+// moving the split point: while deliveries fail, the split point follows the
+// newest seq, and moves there once more on the first delivery that succeeds (it
+// may have been composed before the outage ended), so that live entries lead
+// when the link is back (free while the live lane has sent nothing; otherwise
+// only once it is behind by the threshold, and its entries since the split go
+// again). While a backlog drains, upstream receives each priority in seq order
+// per lane, not overall; with the split off (WithBacklogSplit(-1)) every batch
+// continues where the last one ended.
 //
 // Bandwidth cap. With WithRateLimit the estimated bytes of all batches stay
 // within the cap: a token bucket with a burst of a fifth of a second's bytes

@@ -247,6 +247,9 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 	if err != nil {
 		return 0, 0, err
 	}
+	// The run may have taken longer than the set-up's deadline.
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	st, err := js.Stream(ctx, "BENCH")
 	if err != nil {
 		return 0, 0, err

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -26,7 +25,7 @@ func TestMQTTAcksReachTheBroker(t *testing.T) {
 	const total = 50
 	for _, qos := range []byte{1, 2} {
 		id := fmt.Sprintf("ack-test-%d", qos)
-		src, out, stop := startQoS(t, m.URL, id, qos)
+		src, out, _, stop := startSource(t, m.URL, id, qos, time.Millisecond)
 		pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID(id + "-pub"))
 		if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 			t.Fatal(tok.Error())
@@ -56,7 +55,7 @@ func TestMQTTAcksReachTheBroker(t *testing.T) {
 		}
 		pub.Disconnect(50)
 
-		_, out2, stop2 := startQoS(t, m.URL, id, qos)
+		_, out2, _, stop2 := startSource(t, m.URL, id, qos, time.Millisecond)
 		select {
 		case msg := <-out2:
 			if msg.Topic != "t/marker" {
@@ -71,24 +70,4 @@ func TestMQTTAcksReachTheBroker(t *testing.T) {
 			t.Errorf("qos %d: %d more messages after the marker", qos, len(out2))
 		}
 	}
-}
-
-// startQoS starts a source subscribed to t/# at qos and returns a stop
-// function that closes it.
-func startQoS(t *testing.T, url, clientID string, qos byte) (*MQTT, chan Message, func()) {
-	t.Helper()
-	out := make(chan Message, 100)
-	src := NewMQTT(MQTTOptions{URL: url, ClientID: clientID, Topics: []string{"t/#"}, QoS: qos, KeepAlive: 30 * time.Second, ReadCoalesce: time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	stop := func() { src.Close(); cancel() }
-	t.Cleanup(stop)
-	if err := src.Start(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-src.Subscribed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("not subscribed within 10s")
-	}
-	return src, out, stop
 }

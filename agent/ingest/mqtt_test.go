@@ -11,14 +11,18 @@ import (
 	"github.com/sluiceio/sluice/internal/testenv"
 )
 
-func startSource(t *testing.T, url, clientID string, coalesce time.Duration) (*MQTT, chan Message, chan bool) {
+// startSource starts a source subscribed to t/# at qos, waits for the
+// subscription and returns it with its messages, the session-present flags
+// of its connects and a function that closes it (also done at cleanup).
+func startSource(t *testing.T, url, clientID string, qos byte, coalesce time.Duration) (*MQTT, chan Message, chan bool, func()) {
 	t.Helper()
 	out := make(chan Message, 100)
 	sessions := make(chan bool, 10)
-	src := NewMQTT(MQTTOptions{URL: url, ClientID: clientID, Topics: []string{"t/#"}, QoS: 1, KeepAlive: 30 * time.Second, ReadCoalesce: coalesce})
+	src := NewMQTT(MQTTOptions{URL: url, ClientID: clientID, Topics: []string{"t/#"}, QoS: qos, KeepAlive: 30 * time.Second, ReadCoalesce: coalesce})
 	src.SessionPresent = func(p bool) { sessions <- p }
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(func() { cancel(); src.Close() })
+	stop := func() { src.Close(); cancel() }
+	t.Cleanup(stop)
 	if err := src.Start(ctx, out); err != nil {
 		t.Fatal(err)
 	}
@@ -27,7 +31,7 @@ func startSource(t *testing.T, url, clientID string, coalesce time.Duration) (*M
 	case <-time.After(10 * time.Second):
 		t.Fatal("not subscribed within 10s")
 	}
-	return src, out, sessions
+	return src, out, sessions, stop
 }
 
 func publishOne(t *testing.T, url, topic, payload string) {
@@ -52,7 +56,7 @@ func TestSingleMessageAfterSilenceIsNotHeld(t *testing.T) {
 	}
 	defer m.Stop()
 	const coalesce = 20 * time.Millisecond
-	_, out, _ := startSource(t, m.URL, "coalesce-test", coalesce)
+	_, out, _, _ := startSource(t, m.URL, "coalesce-test", 1, coalesce)
 	for i := 0; i < 3; i++ {
 		sent := time.Now()
 		publishOne(t, m.URL, "t/x", fmt.Sprintf(`{"i":%d}`, i))
@@ -79,12 +83,12 @@ func TestSessionPresentIsReported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Stop()
-	src, _, sessions := startSource(t, m.URL, "session-test", 0)
+	src, _, sessions, _ := startSource(t, m.URL, "session-test", 1, 0)
 	if p := <-sessions; p {
 		t.Fatal("a first connection reported a present session")
 	}
 	src.Close()
-	_, _, sessions2 := startSource(t, m.URL, "session-test", 0)
+	_, _, sessions2, _ := startSource(t, m.URL, "session-test", 1, 0)
 	if p := <-sessions2; !p {
 		t.Fatal("reconnecting with the same client id did not report the session")
 	}

@@ -61,7 +61,7 @@ bench: build test-deps
 # tag: release binaries carry no profiler), then its top entries.
 profile-w1: build test-deps
 	CGO_ENABLED=0 go build -tags pprof -o bin/sluice-pprof ./agent
-	go run ./tools/bench --sluice bin/sluice-pprof --sim bin/firmware-sim --only 5k --cpuprofile $(CURDIR)/bin/w1-5k.pprof
+	go run ./tools/bench --sluice bin/sluice-pprof --sim bin/firmware-sim --only 5k --repeat 1 --cpuprofile $(CURDIR)/bin/w1-5k.pprof
 	go tool pprof -top -nodecount=30 bin/sluice-pprof bin/w1-5k.pprof
 
 cross:

@@ -115,10 +115,11 @@ type floorResult struct {
 	cpu   time.Duration // from subscribed to done
 }
 
-// floorRun runs the floor subscriber under l through a fresh mosquitto.
-func (b *bench) floorRun(ctx context.Context, l load) (floorResult, error) {
+// floorRun runs the floor subscriber under l through a fresh mosquitto, in
+// a directory named after label and l.
+func (b *bench) floorRun(ctx context.Context, label string, l load) (floorResult, error) {
 	var f floorResult
-	dir, err := b.runDir("floor-" + l.label())
+	dir, err := b.runDir(label + "-" + l.label())
 	if err != nil {
 		return f, err
 	}

@@ -40,6 +40,11 @@
 // binary, hidden subcommand "floor"), under the same load and measured the
 // same way. It is the cost of receiving MQTT in Go at all.
 //
+// At 5k and 20k the agent and the floor run --repeat times (3 by default),
+// one after the other each time, so that both see the same minutes of a
+// machine whose speed drifts; the figures are the medians (the peak RSS is
+// the highest), and stderr gives each run's ratio.
+//
 // The maximum rate steps through rates (5 s of load each, fresh agent)
 // and stops at the first one where the upstream count is short 15 s after
 // the simulator ended or the simulator fell below 98% of the rate; it
@@ -112,6 +117,7 @@ type options struct {
 	readCoalesce time.Duration   // the agent's read_coalesce
 	cpuProfile   string          // SLUICE_CPUPROFILE for the agents (a pprof build)
 	quickAck     bool            // the agent's mqtt quick_ack
+	repeat       int             // agent and floor runs per W1 rate (medians reported)
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -124,6 +130,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&rates, "max-rates", "30000,50000,75000,100000,150000,200000,250000,300000,400000", "rates (msg/s) the maximum-rate search steps through, after the 20k run")
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) and print its path")
 	fs.BoolVar(&o.quickAck, "quick-ack", false, "the agent's mqtt quick_ack (lower latency, more CPU)")
+	fs.IntVar(&o.repeat, "repeat", 3, "agent and floor runs, alternating, per W1 rate (5k, 20k); the figures are their medians")
 	fs.DurationVar(&o.readCoalesce, "read-coalesce", time.Millisecond, "the agent's mqtt read_coalesce (0 turns it off)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "agents write a CPU profile here (needs a binary built with -tags pprof; the last agent run wins: use with --only)")
 	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, w1a, 20k, max, sim, size (default all)")
@@ -132,6 +139,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if o.repeat < 1 {
+		return o, fmt.Errorf("--repeat %d: want at least 1", o.repeat)
 	}
 	if *only != "" {
 		o.only = map[string]bool{}

@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nkeys"
 )
 
-// startAuthServer starts a JetStream-less server with the given options
-// (auth, TLS) on a free port.
+// startAuthServer starts a server with the given options (auth, TLS,
+// JetStream) on a free loopback port.
 func startAuthServer(t *testing.T, o *server.Options) *server.Server {
 	t.Helper()
 	o.Host, o.Port, o.NoLog, o.NoSigs = "127.0.0.1", -1, true, true

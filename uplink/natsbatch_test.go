@@ -161,16 +161,7 @@ func TestNATSFastBatchWithoutStreamInfoPermission(t *testing.T) {
 		Publish:   &server.SubjectPermission{Allow: []string{"sluice.>", "$JS.API.STREAM.NAMES"}},
 		Subscribe: &server.SubjectPermission{Allow: []string{"_INBOX.>"}},
 	}}
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(),
-		NoLog: true, NoSigs: true, Users: []*server.User{admin, gw}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready within 10s")
-	}
-	t.Cleanup(s.Shutdown)
+	s := startAuthServer(t, &server.Options{JetStream: true, StoreDir: t.TempDir(), Users: []*server.User{admin, gw}})
 	nc, err := nats.Connect(s.ClientURL(), nats.UserInfo("admin", "a"))
 	if err != nil {
 		t.Fatal(err)

@@ -99,52 +99,20 @@ func newRig(t *testing.T) *rig { t.Helper(); return newRigWithData(t, "") }
 // newRigWithData is newRig with the agent's data dir at dataDir.
 func newRigWithData(t *testing.T, dataDir string) *rig {
 	t.Helper()
-	dir := t.TempDir()
+	r, _ := newUpstreamRig(t)
 	if dataDir == "" {
-		dataDir = filepath.Join(dir, "data")
+		dataDir = filepath.Join(r.dir, "data")
 	}
-	broker, err := testenv.StartMosquitto(dir)
+	broker, err := testenv.StartMosquitto(r.dir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(broker.Stop)
-	ns, err := testenv.StartNATS(filepath.Join(dir, "js"))
-	if err != nil {
+	r.broker = broker
+	if err := os.WriteFile(r.config, []byte(fmt.Sprintf(e2eConfig, dataDir, broker.URL, r.nc.ConnectedUrl())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(ns.Shutdown)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	ctx := context.Background()
-	stream, err := testenv.CreateStream(ctx, nc, "TELEMETRY", "telemetry.>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	col, err := testenv.Collect(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(col.Stop)
-	cfg := filepath.Join(dir, "sluice.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(e2eConfig, dataDir, broker.URL, ns.ClientURL())), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
-			if keep := os.Getenv("SLUICE_KEEP_LOG"); keep != "" {
-				os.WriteFile(keep, b, 0o644)
-			}
-			if len(b) > 8000 {
-				b = b[len(b)-8000:]
-			}
-			t.Logf("agent log (tail):\n%s", b)
-		}
-	})
-	return &rig{t: t, dir: dir, broker: broker, nc: nc, collector: col, config: cfg}
+	return r
 }
 
 // agentProc is a running agent child process.

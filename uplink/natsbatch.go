@@ -62,6 +62,7 @@ type natsFast struct {
 	sub    *nats.Subscription
 	ch     chan *nats.Msg
 	hdr    nats.Header // reused: PublishMsg copies it into the connection's buffer
+	msg    nats.Msg    // the same
 	reply  []byte
 	timer  *time.Timer
 	prefix []byte // <inbox>.<batch id>. of the current batch
@@ -257,12 +258,12 @@ func (b *fastBatch) publish(e *buffer.Entry, data []byte, pos uint64, op int) er
 	f.reply = append(f.reply, '.')
 	f.reply = strconv.AppendUint(f.reply, uint64(op), 10)
 	f.reply = append(f.reply, ".$FI"...)
-	msg := nats.Msg{Subject: b.subject, Reply: string(f.reply), Data: data}
+	f.msg = nats.Msg{Subject: b.subject, Reply: string(f.reply), Data: data}
 	if e != nil {
-		msg.Header = f.hdr
+		f.msg.Header = f.hdr
 		f.hdr[jetstream.MsgIDHeader][0] = b.n.msgID(e.Seq, e.Seq)
 	}
-	return b.n.nc.PublishMsg(&msg)
+	return b.n.nc.PublishMsg(&f.msg)
 }
 
 // deliverFast publishes batch, every entry of which goes to stream, as one

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -35,19 +34,8 @@ func TestMQTTMaxInflight(t *testing.T) {
 	}
 	defer m.Stop()
 	const limit, total = 5, 60
-	out := make(chan Message, total)
-	src := NewMQTT(MQTTOptions{URL: m.URL, ClientID: "inflight-test", Topics: []string{"t/#"}, QoS: 1,
+	src, out, _, _ := startSourceWith(t, MQTTOptions{URL: m.URL, ClientID: "inflight-test", Topics: []string{"t/#"}, QoS: 1,
 		KeepAlive: 30 * time.Second, MaxInflight: limit})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); src.Close() }()
-	if err := src.Start(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-src.Subscribed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("not subscribed within 10s")
-	}
 
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("inflight-pub"))
 	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {

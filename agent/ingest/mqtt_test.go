@@ -16,9 +16,15 @@ import (
 // of its connects and a function that closes it (also done at cleanup).
 func startSource(t *testing.T, url, clientID string, qos byte, coalesce time.Duration) (*MQTT, chan Message, chan bool, func()) {
 	t.Helper()
+	return startSourceWith(t, MQTTOptions{URL: url, ClientID: clientID, Topics: []string{"t/#"}, QoS: qos, KeepAlive: 30 * time.Second, ReadCoalesce: coalesce})
+}
+
+// startSourceWith is startSource with every option given.
+func startSourceWith(t *testing.T, o MQTTOptions) (*MQTT, chan Message, chan bool, func()) {
+	t.Helper()
 	out := make(chan Message, 100)
 	sessions := make(chan bool, 10)
-	src := NewMQTT(MQTTOptions{URL: url, ClientID: clientID, Topics: []string{"t/#"}, QoS: qos, KeepAlive: 30 * time.Second, ReadCoalesce: coalesce})
+	src := NewMQTT(o)
 	src.SessionPresent = func(p bool) { sessions <- p }
 	ctx, cancel := context.WithCancel(context.Background())
 	stop := func() { src.Close(); cancel() }

@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -77,19 +76,8 @@ func TestMQTTOverTLSWithClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := make(chan Message, 10)
-	src := NewMQTT(MQTTOptions{URL: url, ClientID: "tls-test", Topics: []string{"t/#"}, QoS: 1, KeepAlive: 30 * time.Second,
+	_, out, _, _ := startSourceWith(t, MQTTOptions{URL: url, ClientID: "tls-test", Topics: []string{"t/#"}, QoS: 1, KeepAlive: 30 * time.Second,
 		ReadCoalesce: time.Millisecond, TLS: clientTLS})
-	ctx, cancel := context.WithCancel(context.Background())
-	defer func() { cancel(); src.Close() }()
-	if err := src.Start(ctx, out); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-src.Subscribed():
-	case <-time.After(10 * time.Second):
-		t.Fatal("not subscribed over TLS within 10s")
-	}
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID("tls-pub").SetTLSConfig(clientTLS))
 	if tok := pub.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())

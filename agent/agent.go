@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/sluiceio/sluice/agent/api"
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/agent/procs"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
 	"github.com/sluiceio/sluice/uplink"
@@ -25,7 +27,7 @@ import (
 func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
 	local := cfg
 	cfg = bootConfig(local, log)
-	applyLimits(cfg.Limits, log)
+	applyLimits(ctx, cfg.Limits, log)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -174,13 +176,20 @@ func tagFields(tags map[string]string) []rules.Field {
 	return fs
 }
 
-// applyLimits sets the soft memory limit from the config unless GOMEMLIMIT
-// is set in the environment. GOMAXPROCS needs nothing: Go follows the
-// cgroup CPU limit by itself since 1.25.
-func applyLimits(l config.Limits, log *slog.Logger) {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return
+// applyLimits sets the soft memory limit and GOMAXPROCS from the config
+// unless GOMEMLIMIT and GOMAXPROCS are set in the environment. With
+// limits.procs 0 a procs.Governor sizes GOMAXPROCS until ctx ends, between
+// 1 and what Go chose at start (the CPUs, or the cgroup's CPU limit).
+func applyLimits(ctx context.Context, l config.Limits, log *slog.Logger) {
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(int64(l.Memory))
+		log.Debug("memory limit", "bytes", int64(l.Memory))
 	}
-	debug.SetMemoryLimit(int64(l.Memory))
-	log.Debug("memory limit", "bytes", int64(l.Memory))
+	switch {
+	case os.Getenv("GOMAXPROCS") != "":
+	case l.Procs > 0:
+		runtime.GOMAXPROCS(l.Procs)
+	default:
+		go procs.New(log).Run(ctx)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -491,6 +492,9 @@ func TestBrokerDownAtAgentStart(t *testing.T) {
 	st := r.status()
 	if in := st.Inputs[0]; in.Connected || in.Subscribed || st.Ready {
 		t.Fatalf("status with the broker down: ready=%v input %+v", st.Ready, in)
+	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.NumCPU() > 1 && st.Runtime.Procs != 1 {
+		t.Errorf("runtime.procs %d: an idle agent runs on one P (limits.procs 0)", st.Runtime.Procs)
 	}
 	const count = 5000
 	s := r.startSim(count) // it retries its connection for 10s

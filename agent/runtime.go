@@ -422,7 +422,7 @@ func (g *generation) startInput(i int, in config.Input) error {
 	src := ingest.NewMQTT(ingest.MQTTOptions{
 		Input: i, URL: m.URL, ClientID: m.ClientID, Topics: m.Topics, QoS: byte(*m.QoS),
 		Username: m.Username, Password: password, KeepAlive: m.KeepAlive,
-		ReadCoalesce: *m.ReadCoalesce, QuickAck: m.QuickAck, MaxPayload: m.MaxPayload, MaxInflight: m.Inflight(), TLS: tlsCfg, Logger: g.log,
+		ReadCoalesce: *m.ReadCoalesce, QuickAck: m.QuickAck, MaxAckDelay: *m.MaxAckDelay, MaxPayload: m.MaxPayload, MaxInflight: m.Inflight(), TLS: tlsCfg, Logger: g.log,
 	})
 	src.SessionPresent = func(present bool) { g.p.SessionPresent(i, present) }
 	if err := src.Start(ctx, g.p.In()); err != nil {

@@ -24,7 +24,7 @@ func (s *Server) snapshot() Status {
 }
 
 func readRuntime() Runtime {
-	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}}
+	samples := []metrics.Sample{{Name: "/sched/goroutines:goroutines"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/sched/gomaxprocs:threads"}}
 	metrics.Read(samples)
 	var r Runtime
 	if samples[0].Value.Kind() == metrics.KindUint64 {
@@ -32,6 +32,9 @@ func readRuntime() Runtime {
 	}
 	if samples[1].Value.Kind() == metrics.KindUint64 {
 		r.HeapBytes = samples[1].Value.Uint64()
+	}
+	if samples[2].Value.Kind() == metrics.KindUint64 {
+		r.Procs = int(samples[2].Value.Uint64())
 	}
 	return r
 }

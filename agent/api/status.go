@@ -134,6 +134,7 @@ type Pipeline struct {
 type Runtime struct {
 	Goroutines int    `json:"goroutines"`
 	HeapBytes  uint64 `json:"heap_bytes"`
+	Procs      int    `json:"procs"` // GOMAXPROCS now (limits.procs)
 }
 
 // DeadLetter is a sample of a message an input rejected.

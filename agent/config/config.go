@@ -48,6 +48,11 @@ type Limits struct {
 	// DefaultMemoryLimit, sized for a 256 MB gateway. The environment
 	// variable GOMEMLIMIT, when set, wins.
 	Memory ByteSize `yaml:"memory"`
+	// Procs fixes GOMAXPROCS; 0 (the default) runs the Go scheduler on one
+	// CPU while the agent is lightly loaded and on all of them when it is
+	// busy (agent/procs). The environment variable GOMAXPROCS, when set,
+	// wins.
+	Procs int `yaml:"procs"`
 }
 
 // DefaultMemoryLimit leaves most of a 256 MB gateway to everything else.
@@ -101,7 +106,12 @@ type MQTTInput struct {
 	// (Linux TCP_QUICKACK): a broker with Nagle on (mosquitto's default)
 	// then stops holding messages for our delayed ACK, for lower latency
 	// at a higher CPU cost (README, "Latency").
-	QuickAck    bool          `yaml:"quick_ack"`
+	QuickAck bool `yaml:"quick_ack"`
+	// MaxAckDelay bounds, while reads are coalesced, how long what the
+	// broker sent goes without a TCP ACK: the agent sends the ACK Linux is
+	// delaying (up to 40 ms, while a Nagle broker holds its next messages)
+	// this long after a read; 0 leaves it to the kernel (README, "Latency").
+	MaxAckDelay *Duration     `yaml:"max_ack_delay"`
 	MaxPayload  int           `yaml:"max_payload"` // bytes; larger payloads are dead letters
 	KeepAlive   time.Duration `yaml:"keep_alive"`
 	MaxInflight *int          `yaml:"max_inflight"` // unacked QoS 1/2 messages; default DefaultMaxInflight, 0: no cap
@@ -179,6 +189,7 @@ const (
 	DefaultCommitMaxRecords   = 2000
 	DefaultCheckpointInterval = time.Second
 	DefaultReadCoalesce       = time.Millisecond
+	DefaultMaxAckDelay        = 5 * time.Millisecond
 	DefaultMaxPayload         = 256 << 10
 	DefaultSubject            = "sluice.{gateway}.{rule}"
 )
@@ -285,6 +296,10 @@ func (c *Config) setDefaults() {
 			if m.ReadCoalesce == nil {
 				d := DefaultReadCoalesce
 				m.ReadCoalesce = &d
+			}
+			if m.MaxAckDelay == nil {
+				d := DefaultMaxAckDelay
+				m.MaxAckDelay = &d
 			}
 			if m.MaxPayload <= 0 {
 				m.MaxPayload = DefaultMaxPayload

@@ -66,6 +66,8 @@ func TestErrorsNameLineAndField(t *testing.T) {
 		{"bad expression", "select:\n      n: count(*)", "select:\n      n: count(*) +", "line 13: rules[0].select.n: 1:11: unexpected end of expression"},
 		{"unknown input", "from: telemetry", "from: nope", `line 9: rules[0].from: no input is named "nope"`},
 		{"bad qos", "topics: [sensors/+/telemetry]", "topics: [sensors/+/telemetry]\n      qos: 3", "line 7: inputs[0].mqtt.qos: must be 0, 1 or 2, got 3"},
+		{"bad ack delay", "topics: [sensors/+/telemetry]", "topics: [sensors/+/telemetry]\n      max_ack_delay: 1s", "line 7: inputs[0].mqtt.max_ack_delay: must be between 0 and 100ms, got 1s"},
+		{"bad procs", "uplinks:", "limits: {procs: -1}\nuplinks:", `line 16: limits.procs: must not be negative (0: sized by load), got -1`},
 		{"bad filter", "sensors/+/telemetry", "sensors/a+/telemetry", `line 6: inputs[0].mqtt.topics[0]: "sensors/a+/telemetry": + must fill a whole level`},
 		{"no gateway", "gateway: gw-01", "gateway: ''", "line 1: gateway: is required"},
 		{"unknown key", "group_by: [device]", "group_by: [device]\n    groupby: [x]", "line 11: field groupby not found"},

@@ -74,6 +74,9 @@ func (c *Config) validate(wordBits int) Errors {
 		if m.ReadCoalesce != nil && (*m.ReadCoalesce < 0 || *m.ReadCoalesce > 100*time.Millisecond) {
 			add(p+".mqtt.read_coalesce", "must be between 0 and 100ms, got %s", *m.ReadCoalesce)
 		}
+		if m.MaxAckDelay != nil && (*m.MaxAckDelay < 0 || *m.MaxAckDelay > 100*time.Millisecond) {
+			add(p+".mqtt.max_ack_delay", "must be between 0 and 100ms, got %s", *m.MaxAckDelay)
+		}
 		if m.PasswordFile != "" && m.PasswordEnv != "" {
 			add(p+".mqtt.password_file", "set password_file or password_env, not both")
 		}
@@ -85,6 +88,9 @@ func (c *Config) validate(wordBits int) Errors {
 	}
 	if c.Buffer.MaxRecords < 0 {
 		add("buffer.max_records", "must not be negative")
+	}
+	if c.Limits.Procs < 0 {
+		add("limits.procs", "must not be negative (0: sized by load), got %d", c.Limits.Procs)
 	}
 	if c.Buffer.MaxAge < 0 {
 		add("buffer.max_age", "must not be negative")

@@ -45,6 +45,18 @@ type brokerConn struct {
 	sniffed   bool
 	onConnack func(sessionPresent bool)
 
+	// With reads coalesced, the kernel's delayed ACK (up to 40 ms) and a
+	// broker's Nagle (mosquitto's default) batch the broker's sends into one
+	// segment per delayed ACK: cheap for both, but a message can wait 40 ms.
+	// maxAckDelay after a socket read that returned data, ackNow sends the
+	// pending ACK (if any), so the broker holds nothing back longer than
+	// about that while sends stay batched. 0 or a nil ackNow: the kernel's
+	// timing.
+	maxAckDelay time.Duration
+	ackNow      func()
+	ackTimer    *time.Timer
+	ackArmed    atomic.Bool
+
 	wmu      sync.Mutex
 	wbuf     []byte      // acks not yet written
 	wtimer   *time.Timer // flushes wbuf ackFlushDelay after its first byte
@@ -53,12 +65,32 @@ type brokerConn struct {
 	acks     *atomic.Uint64 // counts the acks written to the socket (nil: not counted)
 }
 
-func newBrokerConn(c net.Conn, coalesce time.Duration, quickAck bool, onConnack func(bool), acks *atomic.Uint64) *brokerConn {
-	bc := &brokerConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: coalesce, onConnack: onConnack, ackDelay: ackFlushDelay, acks: acks}
-	if coalesce > 0 && quickAck {
+// connOptions are the read settings of a brokerConn (see MQTTOptions).
+type connOptions struct {
+	coalesce    time.Duration
+	quickAck    bool
+	maxAckDelay time.Duration
+}
+
+func newBrokerConn(c net.Conn, o connOptions, onConnack func(bool), acks *atomic.Uint64) *brokerConn {
+	bc := &brokerConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: o.coalesce, onConnack: onConnack, ackDelay: ackFlushDelay, acks: acks}
+	if o.coalesce > 0 && o.quickAck {
 		bc.quickAck = quickAcker(c)
 	}
+	if o.coalesce > 0 && !o.quickAck && o.maxAckDelay > 0 {
+		if bc.ackNow = ackNower(c); bc.ackNow != nil {
+			bc.maxAckDelay = o.maxAckDelay
+			bc.ackTimer = time.AfterFunc(time.Hour, bc.sendAck)
+			bc.ackTimer.Stop()
+		}
+	}
 	return bc
+}
+
+// sendAck runs maxAckDelay after a socket read.
+func (c *brokerConn) sendAck() {
+	c.ackArmed.Store(false)
+	c.ackNow()
 }
 
 func (c *brokerConn) Read(p []byte) (int, error) {
@@ -69,13 +101,18 @@ func (c *brokerConn) Read(p []byte) (int, error) {
 			c.onConnack(b[2]&1 == 1)
 		}
 	}
-	if c.coalesce > 0 && c.r.Buffered() == 0 {
-		if c.quickAck != nil {
-			c.quickAck() // else the broker's Nagle waits for our delayed ACK
-		}
-		time.Sleep(c.coalesce)
+	if c.coalesce == 0 || c.r.Buffered() > 0 {
+		return c.r.Read(p)
 	}
-	return c.r.Read(p)
+	if c.quickAck != nil {
+		c.quickAck() // else the broker's Nagle waits for our delayed ACK
+	}
+	time.Sleep(c.coalesce)
+	n, err := c.r.Read(p)
+	if n > 0 && c.ackNow != nil && c.ackArmed.CompareAndSwap(false, true) {
+		c.ackTimer.Reset(c.maxAckDelay)
+	}
+	return n, err
 }
 
 // isAck reports whether p is one whole PUBACK, PUBREC or PUBCOMP of MQTT
@@ -173,6 +210,9 @@ func (c *brokerConn) timedFlush() {
 // Close sends the buffered acks, unless a write is under way (paho closes
 // the connection to end a write that is stuck), and closes the connection.
 func (c *brokerConn) Close() error {
+	if c.ackTimer != nil {
+		c.ackTimer.Stop()
+	}
 	if c.wmu.TryLock() {
 		if len(c.wbuf) > 0 && c.werr == nil {
 			c.Conn.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))

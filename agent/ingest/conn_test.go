@@ -50,7 +50,7 @@ func connPair(t *testing.T, delay time.Duration) (*brokerConn, *countingConn, ne
 	}
 	cc := &countingConn{Conn: c}
 	var acks atomic.Uint64
-	bc := newBrokerConn(cc, 0, false, nil, &acks)
+	bc := newBrokerConn(cc, connOptions{}, nil, &acks)
 	bc.ackDelay = delay
 	t.Cleanup(func() { bc.Close(); peer.Close() })
 	return bc, cc, peer, &acks

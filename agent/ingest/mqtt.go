@@ -29,8 +29,12 @@ type MQTTOptions struct {
 	KeepAlive    time.Duration
 	ReadCoalesce time.Duration
 	// QuickAck sets TCP_QUICKACK before each coalescing wait (see quickAcker).
-	QuickAck   bool
-	MaxPayload int
+	QuickAck bool
+	// MaxAckDelay bounds how long, with reads coalesced, the broker's data
+	// goes without a TCP ACK (see brokerConn.maxAckDelay); 0: the kernel's
+	// delayed ACK (up to 40 ms).
+	MaxAckDelay time.Duration
+	MaxPayload  int
 	// MaxInflight caps the QoS 1/2 messages handed out and not yet acked
 	// (0: no cap). At the cap the source takes no new message until an ack
 	// frees a slot: paho's router blocks, the socket is not read, and the
@@ -202,13 +206,13 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		return newBrokerConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent, &s.AcksSent), nil
+		return newBrokerConn(c, s.connOptions(), s.SessionPresent, &s.AcksSent), nil
 	}
 	c, err := d.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
-	return newBrokerConn(c, s.opts.ReadCoalesce, s.opts.QuickAck, s.SessionPresent, &s.AcksSent), nil
+	return newBrokerConn(c, s.connOptions(), s.SessionPresent, &s.AcksSent), nil
 }
 
 // TLSConfig builds a client TLS config from PEM files: a CA to verify the
@@ -238,6 +242,10 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 
 // onConnect subscribes on every (re)connect: with a persistent session the
 // broker keeps subscriptions, but a broker that lost its state does not.
+func (s *MQTT) connOptions() connOptions {
+	return connOptions{coalesce: s.opts.ReadCoalesce, quickAck: s.opts.QuickAck, maxAckDelay: s.opts.MaxAckDelay}
+}
+
 func (s *MQTT) onConnect(c mqtt.Client) {
 	s.connected.Store(true)
 	s.Connects.Add(1)

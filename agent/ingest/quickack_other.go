@@ -7,3 +7,6 @@ import "net"
 // quickAcker: TCP_QUICKACK is Linux's; elsewhere reads are coalesced
 // without it (see quickack_linux.go).
 func quickAcker(net.Conn) func() { return nil }
+
+// ackNower: see quickack_linux.go; elsewhere the kernel's delayed ACK rules.
+func ackNower(net.Conn) func() { return nil }

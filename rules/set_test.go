@@ -70,6 +70,7 @@ func TestSetMatchesPlans(t *testing.T) {
 				set = NewSet(ps...)
 			}
 			set.ProcessBatch(rs[b:min(b+50, len(rs))], emit)
+			checkCleared(t, set)
 			for i, p := range ps {
 				emit(i, p.Tick(rs[min(b+50, len(rs))-1].Time, nil))
 			}
@@ -111,4 +112,15 @@ func TestPlanInTwoSets(t *testing.T) {
 		set.ProcessBatch(rs[i:min(i+30, len(rs))], emit)
 	}
 	diff(t, "two sets", got, want)
+}
+
+// checkCleared fails unless the Set's output slice holds no output after
+// a batch, up to its capacity: none may keep a record's strings alive.
+func checkCleared(t *testing.T, set *Set) {
+	t.Helper()
+	for i, o := range set.out[:cap(set.out)] {
+		if o.Rule != "" || o.Key != nil || o.Values != nil || o.Event != "" || !o.Time.IsZero() || !o.WindowStart.IsZero() || !o.WindowEnd.IsZero() {
+			t.Fatalf("output %d of %d left after the batch: %+v", i, cap(set.out), o)
+		}
+	}
 }

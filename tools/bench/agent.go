@@ -19,7 +19,8 @@ import (
 
 // agentConfig is the agent of W1 and W1a: mosquitto in, one rule,
 // JetStream out, the buffer on its defaults (fsync on). Filled in: gateway,
-// data dir, MQTT URL, read coalescing, the rules, NATS URL.
+// data dir, MQTT URL, read coalescing, quick ACKs, the ACK delay, the
+// rules, NATS URL.
 const agentConfig = `gateway: %s
 data_dir: %s
 api: {listen: "127.0.0.1:0"}
@@ -31,6 +32,7 @@ inputs:
       qos: 1
       read_coalesce: %s
       quick_ack: %t
+      max_ack_delay: %s
 rules:
 %suplinks:
   - name: cloud
@@ -65,7 +67,7 @@ const w1aRule = `  - name: w1a
 // agent until it logs "mqtt subscribed".
 func (b *bench) startAgent(ctx context.Context, dir, gateway, broker, rules string) (*child, error) {
 	cfg := filepath.Join(dir, "sluice.yaml")
-	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, b.opts.quickAck, rules, b.ns.ClientURL())
+	text := fmt.Sprintf(agentConfig, gateway, filepath.Join(dir, "data"), broker, b.opts.readCoalesce, b.opts.quickAck, b.opts.maxAckDelay, rules, b.ns.ClientURL())
 	if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}

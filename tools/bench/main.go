@@ -99,6 +99,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/sluiceio/sluice/agent/config"
 )
 
 func main() {
@@ -117,6 +119,7 @@ type options struct {
 	readCoalesce time.Duration   // the agent's read_coalesce
 	cpuProfile   string          // SLUICE_CPUPROFILE for the agents (a pprof build)
 	quickAck     bool            // the agent's mqtt quick_ack
+	maxAckDelay  time.Duration   // the agent's mqtt max_ack_delay
 	repeat       int             // agent and floor runs per W1 rate (medians reported)
 }
 
@@ -131,7 +134,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, logs) and print its path")
 	fs.BoolVar(&o.quickAck, "quick-ack", false, "the agent's mqtt quick_ack (lower latency, more CPU)")
 	fs.IntVar(&o.repeat, "repeat", 3, "agent and floor runs, alternating, per W1 rate (5k, 20k); the figures are their medians")
-	fs.DurationVar(&o.readCoalesce, "read-coalesce", time.Millisecond, "the agent's mqtt read_coalesce (0 turns it off)")
+	fs.DurationVar(&o.readCoalesce, "read-coalesce", config.DefaultReadCoalesce, "the agent's mqtt read_coalesce (0 turns it off)")
+	fs.DurationVar(&o.maxAckDelay, "max-ack-delay", config.DefaultMaxAckDelay, "the agent's mqtt max_ack_delay (0: the kernel's delayed ACK)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "agents write a CPU profile here (needs a binary built with -tags pprof; the last agent run wins: use with --only)")
 	only := fs.String("only", "", "comma-separated runs to do: idle, 5k, w1a, 20k, max, sim, size (default all)")
 	if err := fs.Parse(args); err != nil {

@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,7 +28,8 @@ import (
 func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks agentHooks) error {
 	local := cfg
 	cfg = bootConfig(local, log)
-	applyLimits(ctx, cfg.Limits, log)
+	limits := &limiter{ctx: ctx, log: log}
+	limits.apply(cfg.Limits)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data dir: %w", err)
 	}
@@ -39,7 +41,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 		defer b.Close()
 		log.Info("built-in broker listening", "addr", cfg.Broker.Listen)
 	}
-	a := &agent{log: log, hooks: hooks, started: time.Now()}
+	a := &agent{log: log, hooks: hooks, started: time.Now(), limits: limits}
 	if !cfg.API.Disabled {
 		srv, err := newAPIServer(cfg.API, cfg.Gateway, log, func() api.Status {
 			if g := a.current(); g != nil && g.status != nil {
@@ -176,20 +178,51 @@ func tagFields(tags map[string]string) []rules.Field {
 	return fs
 }
 
-// applyLimits sets the soft memory limit and GOMAXPROCS from the config
-// unless GOMEMLIMIT and GOMAXPROCS are set in the environment. With
-// limits.procs 0 a procs.Governor sizes GOMAXPROCS until ctx ends, between
-// 1 and what Go chose at start (the CPUs, or the cgroup's CPU limit).
-func applyLimits(ctx context.Context, l config.Limits, log *slog.Logger) {
+// limiter applies the config's limits: the soft memory limit and
+// GOMAXPROCS, unless GOMEMLIMIT and GOMAXPROCS are set in the environment.
+// With limits.procs 0 a procs.Governor sizes GOMAXPROCS until ctx ends,
+// between 1 and the runtime's default (the CPUs, or the cgroup's CPU
+// limit). apply runs at start and again for each config applied.
+type limiter struct {
+	ctx  context.Context
+	log  *slog.Logger
+	cur  *config.Limits
+	stop func() // ends the running Governor and waits for it; nil when none
+}
+
+func (l *limiter) apply(c config.Limits) {
+	if l.cur != nil && *l.cur == c {
+		return
+	}
+	l.cur = &c
 	if os.Getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(int64(l.Memory))
-		log.Debug("memory limit", "bytes", int64(l.Memory))
+		debug.SetMemoryLimit(int64(c.Memory))
+		l.log.Debug("memory limit", "bytes", int64(c.Memory))
 	}
-	switch {
-	case os.Getenv("GOMAXPROCS") != "":
-	case l.Procs > 0:
-		runtime.GOMAXPROCS(l.Procs)
-	default:
-		go procs.New(log).Run(ctx)
+	if envProcs() {
+		return
 	}
+	if l.stop != nil {
+		l.stop()
+		l.stop = nil
+	}
+	if c.Procs > 0 {
+		runtime.GOMAXPROCS(c.Procs)
+		return
+	}
+	runtime.SetDefaultGOMAXPROCS()
+	ctx, cancel := context.WithCancel(l.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		procs.New(l.log).Run(ctx)
+	}()
+	l.stop = func() { cancel(); <-done }
+}
+
+// envProcs reports whether GOMAXPROCS in the environment sets the Ps: the
+// runtime ignores a value that is not a positive number, and so do we.
+func envProcs() bool {
+	n, err := strconv.Atoi(os.Getenv("GOMAXPROCS"))
+	return err == nil && n > 0
 }

@@ -32,6 +32,8 @@ type agent struct {
 	api     *api.Server // nil when the local API is off
 	started time.Time
 
+	limits *limiter // nil in tests that start an agent by hand
+
 	mu  sync.Mutex // serialises start, Apply and stop
 	gen atomic.Pointer[generation]
 }
@@ -78,6 +80,9 @@ func (a *agent) stop() error {
 func (a *agent) Apply(cfg *config.Config) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.limits != nil {
+		a.limits.apply(cfg.Limits)
+	}
 	old := a.current()
 	if sameFoundation(old.cfg, cfg) {
 		err := old.reconfigure(cfg)
@@ -494,12 +499,13 @@ func (g *generation) startUplink(u config.Uplink) error {
 
 // sameFoundation reports whether next differs from cur only in inputs, rules
 // and uplinks, which a running generation can swap in place. A change of
-// gateway, data dir, buffer, tags, broker, API or limits restarts it.
+// gateway, data dir, buffer, tags, broker or API restarts it; limits apply
+// to the process (Apply sets them first) and need neither.
 func sameFoundation(cur, next *config.Config) bool {
 	return cur.Gateway == next.Gateway && cur.DataDir == next.DataDir &&
 		reflect.DeepEqual(cur.Tags, next.Tags) && reflect.DeepEqual(cur.Buffer, next.Buffer) &&
 		reflect.DeepEqual(cur.Broker, next.Broker) && reflect.DeepEqual(cur.API, next.API) &&
-		reflect.DeepEqual(cur.Limits, next.Limits) && cur.ShutdownTimeout == next.ShutdownTimeout
+		cur.ShutdownTimeout == next.ShutdownTimeout
 }
 
 // reconfigure swaps in next's inputs, rules and uplinks without stopping

@@ -13,29 +13,45 @@
 // two Ps: fsyncs and reads overlap. So the Governor starts on one P, moves
 // to all of them when the agent uses more than Up cores over an Interval,
 // and back after DownAfter Intervals below Down.
+//
+// Going busy and stopping hand GOMAXPROCS back to the runtime with
+// runtime.SetDefaultGOMAXPROCS rather than setting a number: a fixed number
+// would switch off Go's own tracking of the cgroup's CPU limit (Go 1.25+),
+// which a container's limit changed at run time relies on.
 package procs
 
 import (
 	"context"
 	"log/slog"
 	"runtime"
-	"syscall"
 	"time"
 )
 
 // Governor switches GOMAXPROCS between 1 and Max by the process's CPU use.
 type Governor struct {
-	Max       int           // Ps while busy; runtime.GOMAXPROCS(0) when 0
+	Max       int           // Ps while busy; 0: the runtime's default (CPUs or cgroup limit)
 	Interval  time.Duration // between samples of the CPU time
 	Up        float64       // cores used over one Interval that bring Max
 	Down      float64       // cores used below which...
 	DownAfter int           // ...for this many Intervals in a row bring 1 back
 
 	// CPUTime and SetProcs default to the process's rusage and
-	// runtime.GOMAXPROCS; tests replace them.
+	// runtime.GOMAXPROCS (SetProcs(0) meaning the runtime's default);
+	// tests replace them.
 	CPUTime  func() time.Duration
 	SetProcs func(int) int
 	Log      *slog.Logger
+}
+
+// setProcs sets GOMAXPROCS to n, or back to the runtime's default when n is
+// 0, and returns the value now in force.
+func setProcs(n int) int {
+	if n == 0 {
+		runtime.SetDefaultGOMAXPROCS()
+		return runtime.GOMAXPROCS(0)
+	}
+	runtime.GOMAXPROCS(n)
+	return n
 }
 
 // New returns a Governor with the measured defaults.
@@ -43,27 +59,30 @@ func New(log *slog.Logger) *Governor {
 	return &Governor{Interval: time.Second, Up: 0.4, Down: 0.2, DownAfter: 5, Log: log}
 }
 
-// Run governs until ctx ends and leaves GOMAXPROCS at Max. On a machine
-// with one CPU it only returns at ctx's end.
+// Run governs until ctx ends and leaves GOMAXPROCS at Max (or the
+// runtime's default). It only waits for ctx's end when there is one CPU, or
+// when the platform gives no CPU time to go by.
 func (g *Governor) Run(ctx context.Context) {
 	set, cpu := g.SetProcs, g.CPUTime
 	if set == nil {
-		set = runtime.GOMAXPROCS
+		set = setProcs
 	}
-	if cpu == nil {
+	if cpu == nil && haveProcessCPU {
 		cpu = processCPU
 	}
+	// busy is Max, or the default's value now; set(g.Max) keeps following
+	// the default when Max is 0.
 	busy := g.Max
 	if busy == 0 {
-		busy = set(0)
+		busy = runtime.GOMAXPROCS(0)
 	}
-	if busy <= 1 {
+	if busy <= 1 || cpu == nil {
 		<-ctx.Done()
 		return
 	}
 	procs, calm := 1, 0
 	set(procs)
-	defer set(busy)
+	defer set(g.Max)
 	t := time.NewTicker(g.Interval)
 	defer t.Stop()
 	last, lastAt := cpu(), time.Now()
@@ -77,7 +96,11 @@ func (g *Governor) Run(ctx context.Context) {
 			last, lastAt = c, now
 			next := g.decide(procs, busy, used, &calm)
 			if next != procs {
-				set(next)
+				if next == 1 {
+					set(1)
+				} else if n := set(g.Max); n > 1 {
+					next = n // the default may have moved with the cgroup
+				}
 				if g.Log != nil {
 					g.Log.Debug("scheduler resized", "procs", next, "cores_used", used)
 				}
@@ -104,13 +127,4 @@ func (g *Governor) decide(procs, busy int, used float64, calm *int) int {
 		*calm = 0
 	}
 	return procs
-}
-
-// processCPU returns the user and system CPU time of the process so far.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -113,6 +113,7 @@ type floorResult struct {
 	sim   simResult
 	count uint64
 	cpu   time.Duration // from subscribed to done
+	quiet bool          // no other process or the hypervisor took CPU meanwhile
 }
 
 // floorRun runs the floor subscriber under l through a fresh mosquitto, in
@@ -165,7 +166,7 @@ func (b *bench) floorRun(ctx context.Context, label string, l load) (floorResult
 	}
 	name := "floor " + l.label()
 	b.log.Printf("%s: firmware-sim %s; floor counted %d, CPU %.2fs", name, f.sim, f.count, f.cpu.Seconds())
-	b.checkQuiet(name, s0, s1, f.sim.cpu)
+	f.quiet = b.checkQuiet(name, s0, s1, f.sim.cpu)
 	if f.count < f.sim.sent {
 		b.log.Printf("WARNING %s: counted %d of %d sent", name, f.count, f.sim.sent)
 	}

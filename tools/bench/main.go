@@ -43,7 +43,10 @@
 // At 5k and 20k the agent and the floor run --repeat times (3 by default),
 // one after the other each time, so that both see the same minutes of a
 // machine whose speed drifts; the figures are the medians (the peak RSS is
-// the highest), and stderr gives each run's ratio.
+// the highest), and stderr gives each run's ratio. A pair during which the
+// machine was not quiet (other processes or the hypervisor took over 0.15
+// cores) is discarded and run again, up to 6 times per rate; after that
+// the noisy pairs count, with a WARNING on stderr.
 //
 // The maximum rate steps through rates (5 s of load each, fresh agent)
 // and stops at the first one where the upstream count is short 15 s after

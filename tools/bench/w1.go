@@ -137,21 +137,23 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 	return r, nil
 }
 
-// describe writes what a run saw to stderr.
-func (b *bench) describe(name string, r w1Run) {
+// describe writes what a run saw to stderr and reports whether the machine
+// was quiet during the load (see checkQuiet).
+func (b *bench) describe(name string, r w1Run) (quiet bool) {
 	b.log.Printf("%s: firmware-sim %s", name, r.sim)
 	b.log.Printf("%s: counted upstream %d of %d within %s of the simulator's end", name, r.counted, r.sim.sent,
 		r.after.at.Sub(r.loaded.at).Round(10*time.Millisecond))
 	b.log.Printf("%s: during the load (%.1fs) cores used: agent %.2f, mosquitto %.2f, firmware-sim %.2f",
 		name, r.loaded.at.Sub(r.before.at).Seconds(), r.loaded.cores(r.before, "agent"),
 		r.loaded.cores(r.before, "mosquitto"), r.sim.cpu.Seconds()/r.sim.wall.Seconds())
-	b.checkQuiet(name, r.before, r.loaded, r.sim.cpu)
+	quiet = b.checkQuiet(name, r.before, r.loaded, r.sim.cpu)
 	b.log.Printf("%s: agent CPU %.2fs during the load + %.2fs after it (window close, commit, forward, idle until counted)",
 		name, r.loaded.since(r.before, "agent").Seconds(), r.after.since(r.loaded, "agent").Seconds())
 	if r.totals.ok {
 		b.log.Printf("%s: agent received %d messages, %d commits (%.0f/s over the run)", name, r.totals.received,
 			r.totals.commits, float64(r.totals.commits)/r.after.at.Sub(r.before.at).Seconds())
 	}
+	return quiet
 }
 
 // meter returns a CPU meter of pids and of this process (nats-server and
@@ -166,16 +168,26 @@ func (b *bench) meter(pids map[string]int) cpuMeter {
 const busyCores = 0.15
 
 // checkQuiet warns when other processes (or the hypervisor) took CPU
-// between s0 and s1. untracked is the CPU time of our processes that s0
-// and s1 do not cover (the simulator).
-func (b *bench) checkQuiet(name string, s0, s1 sample, untracked time.Duration) {
+// between s0 and s1, and reports whether they did not. untracked is the CPU
+// time of our processes that s0 and s1 do not cover (the simulator).
+func (b *bench) checkQuiet(name string, s0, s1 sample, untracked time.Duration) bool {
 	others, stolen := s1.others(s0, untracked), s1.stolen(s0)
 	b.log.Printf("%s: this process (nats-server, consumer) %.2f cores, other processes %.2f, stolen %.2f",
 		name, s1.cores(s0, "bench"), others, stolen)
 	if others > busyCores || stolen > busyCores {
 		b.log.Printf("WARNING %s: the machine was not quiet (other processes %.2f cores, stolen %.2f): figures are inflated", name, others, stolen)
+		return false
 	}
+	return true
 }
+
+// noisyRetries is how many agent/floor pairs of one W1 rate may be run
+// again because the machine was not quiet during one of them. The
+// hypervisor here steals up to 0.9 cores at times, which doubles a run's
+// CPU per message (seen 12.6 and 25.2 µs/msg for the same binary minutes
+// apart, with 0.05 and 0.89 cores stolen); a median of such runs says more
+// about the neighbours than about the agent.
+const noisyRetries = 6
 
 // perMsg returns CPU time per message in µs.
 func perMsg(d time.Duration, n uint64) float64 {
@@ -197,21 +209,28 @@ func (b *bench) w1Pairs(ctx context.Context, rate int, broker bool) ([]w1Run, er
 		agentUs, allocs, brokerUs, floorUs []float64
 		ratios                             []float64
 	)
-	for i := range b.opts.repeat {
+	retries := noisyRetries
+	for i, attempt := 0, 1; i < b.opts.repeat; attempt++ {
 		b.log.Printf("%s: agent under W1 at %d msg/s for %s (run %d of %d)", l.label(), rate, cpuLoad, i+1, b.opts.repeat)
-		r, err := b.agentRun(ctx, fmt.Sprintf("cpu%d", i+1), l, cpuCountWait)
+		r, err := b.agentRun(ctx, fmt.Sprintf("cpu%d", attempt), l, cpuCountWait)
 		if err != nil {
 			return runs, err
 		}
-		b.describe(l.label(), r)
+		quiet := b.describe(l.label(), r)
 		if !r.all {
 			b.log.Printf("WARNING %s: only %d of %d messages were counted upstream within %s; the figure divides by all %d sent",
 				l.label(), r.counted, r.sim.sent, cpuCountWait, r.sim.sent)
 		}
-		f, err := b.floorRun(ctx, fmt.Sprintf("floor%d", i+1), l)
+		f, err := b.floorRun(ctx, fmt.Sprintf("floor%d", attempt), l)
 		if err != nil {
 			return runs, err
 		}
+		if !(quiet && f.quiet) && retries > 0 {
+			retries--
+			b.log.Printf("%s run %d: discarded, the machine was not quiet (%d more retries)", l.label(), i+1, retries)
+			continue
+		}
+		i++
 		a, fl := perMsg(r.after.since(r.before, "agent"), r.sim.sent), perMsg(f.cpu, f.sim.sent)
 		runs = append(runs, r)
 		agentUs, floorUs = append(agentUs, a), append(floorUs, fl)
@@ -219,7 +238,7 @@ func (b *bench) w1Pairs(ctx context.Context, rate int, broker bool) ([]w1Run, er
 		brokerUs = append(brokerUs, perMsg(r.after.since(r.before, "mosquitto"), r.sim.sent))
 		if fl > 0 {
 			ratios = append(ratios, a/fl)
-			b.log.Printf("%s run %d: agent %.1f, floor %.1f µs/msg: %.2f×", l.label(), i+1, a, fl, a/fl)
+			b.log.Printf("%s run %d: agent %.1f, floor %.1f µs/msg: %.2f×", l.label(), i, a, fl, a/fl)
 		}
 	}
 	b.report("e2e_w1_"+l.label()+"_cpu_us_per_msg", median(agentUs), 1, "us/msg")

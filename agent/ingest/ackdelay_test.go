@@ -10,9 +10,10 @@ import (
 )
 
 // nagleLatency runs a sender with Nagle's algorithm on (as mosquitto sends
-// by default) that writes a small timestamped message about every
-// millisecond, and a brokerConn reading them with o; it returns the
-// longest time a message took from its write to its read.
+// by default; off when nagle is false) that writes small timestamped
+// messages, and a brokerConn reading them with o; it returns the longest
+// time a message took from its write to its read, and the brokerConn's
+// coalescing waits.
 // msgSize and burst are W1's at 5,000 msg/s: telemetry messages of about
 // 150 bytes, five each millisecond, one write each (as mosquitto forwards).
 const (
@@ -20,7 +21,7 @@ const (
 	burst   = 5
 )
 
-func nagleLatency(t *testing.T, o connOptions, messages int) time.Duration {
+func nagleLatency(t *testing.T, o connOptions, messages int, nagle bool) (time.Duration, int) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -35,7 +36,7 @@ func nagleLatency(t *testing.T, o connOptions, messages int) time.Duration {
 			return
 		}
 		defer c.Close()
-		if err := c.(*net.TCPConn).SetNoDelay(false); err != nil {
+		if err := c.(*net.TCPConn).SetNoDelay(!nagle); err != nil {
 			sent <- err
 			return
 		}
@@ -71,7 +72,7 @@ func nagleLatency(t *testing.T, o connOptions, messages int) time.Duration {
 	if err := <-sent; err != nil {
 		t.Fatal(err)
 	}
-	return worst
+	return worst, bc.waits
 }
 
 // TestMaxAckDelayBoundsNagleHold: with reads coalesced, Linux delays the
@@ -83,11 +84,27 @@ func TestMaxAckDelayBoundsNagleHold(t *testing.T) {
 		t.Skip("TCP_QUICKACK is Linux's; elsewhere max_ack_delay does nothing")
 	}
 	const messages = 2000
-	worst := nagleLatency(t, connOptions{coalesce: time.Millisecond, maxAckDelay: 5 * time.Millisecond}, messages)
-	t.Logf("max_ack_delay 5ms: longest wait %v", worst)
+	o := connOptions{coalesce: time.Millisecond, maxAckDelay: 5 * time.Millisecond}
+	worst, waits := nagleLatency(t, o, messages, true)
+	t.Logf("max_ack_delay 5ms: longest wait %v, %d coalescing waits", worst, waits)
 	if worst > 25*time.Millisecond {
 		t.Errorf("with max_ack_delay 5ms a message waited %v from write to read; want under 25ms", worst)
 	}
+	// While the broker holds its sends for our ACK, a wait before a read
+	// is a wake-up for nothing: the ACK brings the next batch. 2,000
+	// messages take 400 ms, ~80 ACK cycles of 5 ms; a wait per cycle
+	// would be ~80.
+	if waits > 40 {
+		t.Errorf("%d coalescing waits with a Nagle sender; want at most 40 (the broker's holding makes them useless)", waits)
+	}
+	// A sender with TCP_NODELAY (other brokers) holds nothing back: reads
+	// are still coalesced, about one wait per millisecond of the 400.
+	worst, waits = nagleLatency(t, o, messages, false)
+	t.Logf("no Nagle: longest wait %v, %d coalescing waits", worst, waits)
+	if waits < 100 {
+		t.Errorf("%d coalescing waits with a TCP_NODELAY sender; want 100 or more (reads must stay coalesced)", waits)
+	}
 	// What it fixes, for the log (the kernel's timing is not asserted).
-	t.Logf("max_ack_delay 0: longest wait %v", nagleLatency(t, connOptions{coalesce: time.Millisecond}, messages))
+	worst, _ = nagleLatency(t, connOptions{coalesce: time.Millisecond}, messages, true)
+	t.Logf("max_ack_delay 0: longest wait %v", worst)
 }

@@ -170,6 +170,30 @@ func TestDailyCycle(t *testing.T) {
 	}
 }
 
+// TestUTCOffset checks that the daily cycle follows the fleet's time zone:
+// a fleet 12 hours east of UTC sees at 03:00 UTC exactly what a UTC fleet
+// sees at 15:00 UTC.
+func TestUTCOffset(t *testing.T) {
+	const devices = 50
+	values := func(offset time.Duration, hour int64) []float64 {
+		f := NewFleet(FleetOptions{Devices: devices, Seed: 5, Topic: "t", UTCOffset: offset})
+		base := testTS - 2*3600000 + hour*3600000 // testTS is 02:00 UTC
+		var vs []float64
+		for i := range devices {
+			_, r := f.Next(nil, base+int64(i))
+			vs = append(vs, r.Value)
+		}
+		return vs
+	}
+	east, utc := values(12*time.Hour, 3), values(0, 15)
+	if !slices.Equal(east, utc) {
+		t.Fatalf("UTC+12 at 03:00 UTC %v\nUTC at 15:00 UTC %v: want the same readings", east, utc)
+	}
+	if night := values(0, 3); slices.Equal(night, utc) {
+		t.Fatal("UTC at 03:00 and 15:00 read the same: the hour has no effect, the test proves nothing")
+	}
+}
+
 func TestPowerCounterResets(t *testing.T) {
 	msgs, _, evs := genFleet(FleetOptions{Devices: 10, Seed: 9, Mix: []ProfileWeight{{Power, 1}},
 		Faults: Faults{ResetRate: 0.01}}, 20000, 10)

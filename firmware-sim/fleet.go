@@ -77,6 +77,10 @@ type FleetOptions struct {
 	// Interval is the time between two readings of one device at the
 	// fleet's rate; it is the dt of each device's first reading.
 	Interval time.Duration
+	// UTCOffset is the fleet's time zone: the daily cycles (the afternoon
+	// peak at 15:00, a machine's shifts) follow local time, ts + UTCOffset.
+	// Benchmarks set it so that their load does not depend on the hour.
+	UTCOffset time.Duration
 }
 
 type device struct {
@@ -122,6 +126,7 @@ type Fleet struct {
 	next    int
 	k       uint64 // messages produced
 	nominal float64
+	local   int64 // UTCOffset in ms
 	faults  Faults
 	frng    *rand.Rand
 	mal     []int // malformed kinds to draw from
@@ -144,6 +149,7 @@ func NewFleet(o FleetOptions) *Fleet {
 	f := &Fleet{
 		devices: make([]device, o.Devices),
 		nominal: o.Interval.Seconds(),
+		local:   o.UTCOffset.Milliseconds(),
 		faults:  fa,
 		frng:    frng,
 	}
@@ -294,7 +300,7 @@ func (f *Fleet) Next(dst []byte, tsMillis int64) ([]byte, Reading) {
 		d.stuckUntil = tsMillis + f.faults.StuckFor.Milliseconds()
 		f.events = append(f.events, Event{Device: d.name, TS: ts, Kind: evStuck, DurationMs: f.faults.StuckFor.Milliseconds()})
 	}
-	if !stuck && d.m.step(d.rng, tsMillis, dt) {
+	if !stuck && d.m.step(d.rng, tsMillis+f.local, dt) {
 		f.events = append(f.events, Event{Device: d.name, TS: ts, Kind: evReset, Field: "energy_wh"})
 	}
 	d.seen, d.lastTS, d.lastSent = true, tsMillis, tsMillis

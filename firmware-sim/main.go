@@ -7,7 +7,7 @@
 //	firmware-sim [--broker tcp://127.0.0.1:1883] [--devices 50] [--rate 100]
 //	             [--duration 0] [--count 0] [--qos 0|1] [--topic sensors/{device}/telemetry]
 //	             [--seed 1] [--client-id firmware-sim-<pid>] [--connections 1]
-//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS]
+//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS] [--utc-offset D]
 //	             [--scenario FILE] [--profile temphum:6,vibration:2,power:1,door:1,motion:1,gps:1]
 //	             [--burst N] [--spike P] [--shift P] [--stuck P] [--malformed P]
 //	             [--duplicate P] [--skew-devices F] [--storm-every D --storm-down D]
@@ -69,6 +69,7 @@ type config struct {
 	AckedOut    string
 	StartTSMs   int64 // used when StartTSSet; otherwise the ts field starts now
 	StartTSSet  bool
+	UTCOffset   time.Duration // the fleet's time zone, for its daily cycles
 
 	Scenario    string
 	ProfileSpec string          // --profile, parsed into Mix
@@ -161,6 +162,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.ValuesOut, "values-out", "", "write a line `device value` (the primary value: temperature for W1) per well-formed sent message to this file")
 	fs.StringVar(&cfg.AckedOut, "acked-out", "", "at QoS 1, write a line `device ts` per message the broker acknowledged (ts: the payload's, in ms)")
 	fs.Int64Var(&cfg.StartTSMs, "start-ts-ms", 0, "ts of the first message in Unix ms (default: now); ts advances by the schedule")
+	fs.DurationVar(&cfg.UTCOffset, "utc-offset", 0, "the fleet's time zone as an offset from UTC (-5h, 9h30m): daily cycles peak at 15:00 local time")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario file (YAML) with the options of a run; flags given override it")
 	fs.StringVar(&cfg.ProfileSpec, "profile", "", "device profiles: temphum (default), vibration, power, door, motion, gps, a mix name:weight,... or all")
 	fs.Float64Var(&cfg.Faults.Spike, "spike", 0, "chance per message of a spike in the primary value")
@@ -236,6 +238,8 @@ func (c config) check() error {
 		return errors.New("--client-id: must not be empty")
 	case c.Connections < 1 || c.Connections > c.Devices:
 		return fmt.Errorf("--connections %d: want 1 .. --devices (%d)", c.Connections, c.Devices)
+	case c.UTCOffset < -14*time.Hour || c.UTCOffset > 14*time.Hour:
+		return fmt.Errorf("--utc-offset %s: want -14h .. 14h", c.UTCOffset)
 	case c.StartTSSet && c.StartTSMs < 0:
 		return fmt.Errorf("--start-ts-ms %d: must not be negative", c.StartTSMs)
 	}
@@ -294,7 +298,8 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 
 	fleet := NewFleet(FleetOptions{
 		Devices: cfg.Devices, Seed: cfg.Seed, Topic: cfg.Topic, Mix: cfg.Mix, Faults: cfg.Faults,
-		Interval: time.Duration(float64(cfg.Devices) / cfg.Rate * 1e9),
+		Interval:  time.Duration(float64(cfg.Devices) / cfg.Rate * 1e9),
+		UTCOffset: cfg.UTCOffset,
 	})
 	sum.Profiles = map[string]int{}
 	for i := range fleet.Len() {

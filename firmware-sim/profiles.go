@@ -84,7 +84,7 @@ type model interface {
 	appendFields(dst []byte, v float64, mode valueMode) []byte
 }
 
-// dayPhase returns sin of the time of day (UTC) shifted so that it peaks at
+// dayPhase returns sin of the (local) time of day shifted so that it peaks at
 // 15:00 and is lowest at 03:00.
 func dayPhase(tsMillis int64) float64 {
 	const day = 86400000

@@ -36,6 +36,7 @@ type Scenario struct {
 	Topic       string        `yaml:"topic"`
 	Seed        *uint64       `yaml:"seed"`
 	StartTSMs   *int64        `yaml:"start_ts_ms"`
+	UTCOffset   time.Duration `yaml:"utc_offset"`
 	// Profiles is the profile mix, name: weight.
 	Profiles   map[string]int `yaml:"profiles"`
 	Faults     Faults         `yaml:"faults"`
@@ -126,6 +127,9 @@ func (s *Scenario) apply(cfg *config) {
 	}
 	if s.StartTSMs != nil {
 		cfg.StartTSMs, cfg.StartTSSet = *s.StartTSMs, true
+	}
+	if s.UTCOffset != 0 {
+		cfg.UTCOffset = s.UTCOffset
 	}
 	if s.CmdTopic != nil {
 		cfg.CmdTopic = *s.CmdTopic

@@ -310,8 +310,8 @@ func TestFlags(t *testing.T) {
 		cfg.ClientID != "firmware-sim-"+strconv.Itoa(os.Getpid()) || cfg.StartTSSet {
 		t.Fatalf("defaults: %+v", cfg)
 	}
-	cfg, err = parseFlags([]string{"--rate", "333.3", "--start-ts-ms", "0", "--duration", "5s", "--qos", "1"}, io.Discard)
-	if err != nil || cfg.Rate != 333.3 || !cfg.StartTSSet || cfg.Duration != 5*time.Second || cfg.QoS != 1 {
+	cfg, err = parseFlags([]string{"--rate", "333.3", "--start-ts-ms", "0", "--duration", "5s", "--qos", "1", "--utc-offset", "-5h30m"}, io.Discard)
+	if err != nil || cfg.Rate != 333.3 || !cfg.StartTSSet || cfg.Duration != 5*time.Second || cfg.QoS != 1 || cfg.UTCOffset != -330*time.Minute {
 		t.Fatalf("%+v %v", cfg, err)
 	}
 
@@ -320,7 +320,7 @@ func TestFlags(t *testing.T) {
 		{"--devices", "0"}, {"--qos", "2"}, {"--count", "-1"}, {"--duration", "-1s"},
 		{"--connections", "0"}, {"--devices", "2", "--connections", "3"},
 		{"--topic", "a/+/b"}, {"--topic", ""}, {"--broker", "localhost"}, {"--client-id", ""},
-		{"--start-ts-ms", "-5"}, {"--nope"}, {"extra"},
+		{"--start-ts-ms", "-5"}, {"--utc-offset", "15h"}, {"--utc-offset", "-14h1m"}, {"--nope"}, {"extra"},
 	} {
 		var out bytes.Buffer
 		if code := realMain(args, io.Discard, &out); code != 2 || out.Len() == 0 {

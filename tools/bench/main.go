@@ -61,6 +61,7 @@
 // # Figures
 //
 //	idle_rss_mb                        agent RSS 5 s after subscribing, no load
+//	idle_rss_anon_mb                   its anonymous part (heap, stacks, runtime)
 //	e2e_w1_{5k,20k}_cpu_us_per_msg     agent CPU per message
 //	e2e_w1_{5k,20k}_floor_cpu_us_per_msg  the bare subscriber's, same load
 //	e2e_w1_{5k,20k}_allocs_per_msg     agent heap allocations per message, same span as its CPU

@@ -184,22 +184,26 @@ func tagFields(tags map[string]string) []rules.Field {
 // between 1 and the runtime's default (the CPUs, or the cgroup's CPU
 // limit). apply runs at start and again for each config applied.
 type limiter struct {
-	ctx  context.Context
-	log  *slog.Logger
-	cur  *config.Limits
-	stop func() // ends the running Governor and waits for it; nil when none
+	ctx       context.Context
+	log       *slog.Logger
+	cur       *config.Limits
+	stop      func() // ends the running Governor and waits for it; nil when none
+	governors int    // Governors started, for tests
 }
 
 func (l *limiter) apply(c config.Limits) {
-	if l.cur != nil && *l.cur == c {
+	prev := l.cur
+	if prev != nil && *prev == c {
 		return
 	}
 	l.cur = &c
-	if os.Getenv("GOMEMLIMIT") == "" {
+	if os.Getenv("GOMEMLIMIT") == "" && (prev == nil || prev.Memory != c.Memory) {
 		debug.SetMemoryLimit(int64(c.Memory))
 		l.log.Debug("memory limit", "bytes", int64(c.Memory))
 	}
-	if envProcs() {
+	// A running Governor keeps its state (a change of memory alone would
+	// otherwise take a busy agent back to one P for a second).
+	if envProcs() || prev != nil && prev.Procs == c.Procs {
 		return
 	}
 	if l.stop != nil {
@@ -218,11 +222,12 @@ func (l *limiter) apply(c config.Limits) {
 		procs.New(l.log).Run(ctx)
 	}()
 	l.stop = func() { cancel(); <-done }
+	l.governors++
 }
 
 // envProcs reports whether GOMAXPROCS in the environment sets the Ps: the
 // runtime ignores a value that is not a positive number, and so do we.
 func envProcs() bool {
-	n, err := strconv.Atoi(os.Getenv("GOMAXPROCS"))
+	n, err := strconv.ParseInt(os.Getenv("GOMAXPROCS"), 10, 32) // as the runtime parses it
 	return err == nil && n > 0
 }

@@ -48,6 +48,15 @@ func TestLimiterAppliesChangedLimits(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 
+	// A change of memory alone leaves the Governor running as it was.
+	l.apply(config.Limits{Memory: 48 << 20})
+	if got := debug.SetMemoryLimit(-1); got != 48<<20 {
+		t.Errorf("memory 48MiB: limit %d", got)
+	}
+	if l.governors != 1 || l.stop == nil {
+		t.Errorf("after a change of memory alone: %d Governors started, running %v; want 1, still running", l.governors, l.stop != nil)
+	}
+
 	l.apply(config.Limits{Memory: 32 << 20, Procs: 2})
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("procs 2 after the Governor: GOMAXPROCS %d", got)
@@ -60,7 +69,7 @@ func TestLimiterAppliesChangedLimits(t *testing.T) {
 // TestEnvProcs: only a value the runtime takes (a positive number) makes
 // the agent leave GOMAXPROCS alone.
 func TestEnvProcs(t *testing.T) {
-	for v, want := range map[string]bool{"": false, "0": false, "-1": false, "x": false, "1": true, "4": true} {
+	for v, want := range map[string]bool{"": false, "0": false, "-1": false, "x": false, "4294967297": false, "1": true, "4": true} {
 		t.Setenv("GOMAXPROCS", v)
 		if got := envProcs(); got != want {
 			t.Errorf("GOMAXPROCS=%q: envProcs %v, want %v", v, got, want)

@@ -105,6 +105,9 @@ func (a *agent) Apply(cfg *config.Config) error {
 		a.log.Info("config applied", "inputs", len(cfg.Inputs), "rules", len(cfg.Rules), "uplinks", len(cfg.Uplinks))
 		return nil
 	}
+	if a.limits != nil {
+		a.limits.apply(old.cfg.Limits) // the rejected config's limits go with it
+	}
 	back, err2 := startGeneration(old.cfg, a.log, a.hooks, a.api, a.started)
 	if err2 != nil {
 		return fmt.Errorf("apply config: %w; restarting the previous config failed too: %v", err, err2)

@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +145,59 @@ func TestApplyChangedInputAndUplink(t *testing.T) {
 	}
 	time.Sleep(1500 * time.Millisecond) // a double count would show within a window
 	r.check(f1, 2000)
+}
+
+// TestApplyRejectedConfigRestoresLimits: a config that fails to start (its
+// data_dir is a file) takes its limits with it; the previous config runs
+// again under its own.
+func TestApplyRejectedConfigRestoresLimits(t *testing.T) {
+	t.Setenv("GOMAXPROCS", "")
+	t.Setenv("GOMEMLIMIT", "")
+	defer debug.SetMemoryLimit(math.MaxInt64)
+	defer runtime.SetDefaultGOMAXPROCS()
+	r := newRig(t)
+	base, err := os.ReadFile(r.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse := func(doc string) *config.Config {
+		c, err := config.Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c1 := parse(string(base) + "limits: {procs: 1, memory: 64MiB}\n")
+	notDir := filepath.Join(r.dir, "not-a-dir")
+	if err := os.WriteFile(notDir, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc2 := regexp.MustCompile(`(?m)^data_dir: .*$`).ReplaceAllString(string(base), "data_dir: "+notDir)
+	c2 := parse(doc2 + "limits: {procs: 3, memory: 32MiB}\n")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.DiscardHandler)
+	a := &agent{log: log, limits: &limiter{ctx: ctx, log: log}}
+	a.limits.apply(c1.Limits)
+	if err := a.start(c1); err != nil {
+		t.Fatal(err)
+	}
+	defer a.stop()
+	<-a.current().ready
+
+	err = a.Apply(c2)
+	if err == nil || !strings.Contains(err.Error(), "previous config runs again") {
+		t.Fatalf("Apply of a config whose data_dir is a file: %v; want the previous config running again", err)
+	}
+	if got := runtime.GOMAXPROCS(0); got != 1 {
+		t.Errorf("GOMAXPROCS %d after the rejected config; want the running config's 1", got)
+	}
+	if got := debug.SetMemoryLimit(-1); got != 64<<20 {
+		t.Errorf("memory limit %d after the rejected config; want the running config's %d", got, 64<<20)
+	}
+	// What the limiter records is c1's, so c1 applied again is a no-op.
+	if *a.limits.cur != c1.Limits {
+		t.Errorf("limiter holds %+v, want %+v", *a.limits.cur, c1.Limits)
+	}
 }

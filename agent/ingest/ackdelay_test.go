@@ -22,6 +22,12 @@ const (
 )
 
 func nagleLatency(t *testing.T, o connOptions, messages int, nagle bool) (time.Duration, int) {
+	return senderLatency(t, o, messages, nagle, 0)
+}
+
+// senderLatency is nagleLatency with a pause of the sender after its first
+// message.
+func senderLatency(t *testing.T, o connOptions, messages int, nagle bool, pause time.Duration) (time.Duration, int) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,6 +52,9 @@ func nagleLatency(t *testing.T, o connOptions, messages int, nagle bool) (time.D
 			if _, err := c.Write(b[:]); err != nil {
 				sent <- err
 				return
+			}
+			if i == 0 && pause > 0 {
+				time.Sleep(pause)
 			}
 			if i%burst == burst-1 {
 				time.Sleep(time.Millisecond)
@@ -103,6 +112,13 @@ func TestMaxAckDelayBoundsNagleHold(t *testing.T) {
 	t.Logf("no Nagle: longest wait %v, %d coalescing waits", worst, waits)
 	if waits < 100 {
 		t.Errorf("%d coalescing waits with a TCP_NODELAY sender; want 100 or more (reads must stay coalesced)", waits)
+	}
+	// A pause in traffic looks like a held send to the read after it; the
+	// reads after that must find that nothing is held and coalesce again.
+	worst, waits = senderLatency(t, o, messages, false, 20*time.Millisecond)
+	t.Logf("no Nagle, 20 ms pause after the first message: longest wait %v, %d coalescing waits", worst, waits)
+	if waits < 100 {
+		t.Errorf("%d coalescing waits with a TCP_NODELAY sender after a pause; want 100 or more (a pause must not end coalescing)", waits)
 	}
 	// What it fixes, for the log (the kernel's timing is not asserted).
 	worst, _ = nagleLatency(t, connOptions{coalesce: time.Millisecond}, messages, true)

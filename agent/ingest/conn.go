@@ -124,6 +124,10 @@ func (c *brokerConn) Read(p []byte) (int, error) {
 	var err error
 	if c.holding && c.ackArmed.Load() {
 		n, err = c.r.Read(p)
+		// Data that came while our ACK was still to go was not held for
+		// it (a TCP_NODELAY broker after a pause, or Nagle sending full
+		// segments on a link with a small MSS): coalesce again.
+		c.holding = !c.ackArmed.Load()
 	} else {
 		// A read that blocks for longer than the wait found the socket
 		// empty: a Nagle broker holding its sends, or a pause in traffic.

@@ -141,6 +141,7 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 			SetWriteTimeout(writeTimeout).
 			SetKeepAlive(30 * time.Second).
 			SetOrderMatters(false).
+			SetStore(noStore{}).
 			SetConnectionLostHandler(func(_ mqtt.Client, err error) {
 				c.connectionLost()
 				logf("connection %s to %s lost: %v", id, broker, err)
@@ -169,6 +170,9 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 					p.subOnce.Do(func() { close(p.subscribed) })
 				}()
 			})
+		}
+		if isPlainTCP(broker) {
+			opts.SetCustomOpenConnectionFn(dialBuffered)
 		}
 		c.client = mqtt.NewClient(opts)
 		if qos > 0 {

@@ -331,3 +331,18 @@ func TestFlags(t *testing.T) {
 		t.Errorf("-h: exit %d", code)
 	}
 }
+
+// TestIsPlainTCP: only the schemes paho opens with a plain TCP dial are
+// dialled by the simulator (through a read buffer); TLS and WebSocket
+// brokers keep paho's own dialer.
+func TestIsPlainTCP(t *testing.T) {
+	for broker, want := range map[string]bool{
+		"tcp://127.0.0.1:1883": true, "mqtt://broker:1883": true,
+		"ssl://broker:8883": false, "tls://broker:8883": false, "mqtts://broker:8883": false,
+		"ws://broker:8080/mqtt": false, "wss://broker/mqtt": false, "unix:///run/mqtt.sock": false,
+	} {
+		if got := isPlainTCP(broker); got != want {
+			t.Errorf("%s: isPlainTCP %v, want %v", broker, got, want)
+		}
+	}
+}

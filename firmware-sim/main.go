@@ -7,7 +7,7 @@
 //	firmware-sim [--broker tcp://127.0.0.1:1883] [--devices 50] [--rate 100]
 //	             [--duration 0] [--count 0] [--qos 0|1] [--topic sensors/{device}/telemetry]
 //	             [--seed 1] [--client-id firmware-sim-<pid>] [--connections 1]
-//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS] [--utc-offset D]
+//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS] [--utc-offset D] [--nagle]
 //	             [--scenario FILE] [--profile temphum:6,vibration:2,power:1,door:1,motion:1,gps:1]
 //	             [--burst N] [--spike P] [--shift P] [--stuck P] [--malformed P]
 //	             [--duplicate P] [--skew-devices F] [--storm-every D --storm-down D]
@@ -70,6 +70,7 @@ type config struct {
 	StartTSMs   int64 // used when StartTSSet; otherwise the ts field starts now
 	StartTSSet  bool
 	UTCOffset   time.Duration // the fleet's time zone, for its daily cycles
+	Nagle       bool          // TCP with Nagle's algorithm, as libmosquitto clients send
 
 	Scenario    string
 	ProfileSpec string          // --profile, parsed into Mix
@@ -162,6 +163,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.ValuesOut, "values-out", "", "write a line `device value` (the primary value: temperature for W1) per well-formed sent message to this file")
 	fs.StringVar(&cfg.AckedOut, "acked-out", "", "at QoS 1, write a line `device ts` per message the broker acknowledged (ts: the payload's, in ms)")
 	fs.Int64Var(&cfg.StartTSMs, "start-ts-ms", 0, "ts of the first message in Unix ms (default: now); ts advances by the schedule")
+	fs.BoolVar(&cfg.Nagle, "nagle", false, "send with Nagle's algorithm, as libmosquitto clients do by default (Go's is off): small messages share a TCP segment while one is unacknowledged; tcp:// brokers only")
 	fs.DurationVar(&cfg.UTCOffset, "utc-offset", 0, "the fleet's time zone as an offset from UTC (-5h, 9h30m): daily cycles peak at 15:00 local time")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario file (YAML) with the options of a run; flags given override it")
 	fs.StringVar(&cfg.ProfileSpec, "profile", "", "device profiles: temphum (default), vibration, power, door, motion, gps, a mix name:weight,... or all")
@@ -238,6 +240,8 @@ func (c config) check() error {
 		return errors.New("--client-id: must not be empty")
 	case c.Connections < 1 || c.Connections > c.Devices:
 		return fmt.Errorf("--connections %d: want 1 .. --devices (%d)", c.Connections, c.Devices)
+	case c.Nagle && !isPlainTCP(c.Broker):
+		return fmt.Errorf("--nagle: only for tcp:// brokers (%s)", c.Broker)
 	case c.UTCOffset < -14*time.Hour || c.UTCOffset > 14*time.Hour:
 		return fmt.Errorf("--utc-offset %s: want -14h .. 14h", c.UTCOffset)
 	case c.StartTSSet && c.StartTSMs < 0:
@@ -338,7 +342,7 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 		}
 	}
 
-	pub := newPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), con.Logf, filter, onCmd)
+	pub := newPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), cfg.Nagle, con.Logf, filter, onCmd)
 	if cfg.AckedOut != "" {
 		f, err := os.Create(cfg.AckedOut)
 		if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -116,7 +118,7 @@ type publisher struct {
 // connection events; it must be safe for concurrent use. If cmdFilter is
 // not empty, connection 0 subscribes to it and calls onCmd, from paho's
 // goroutine, for each message that arrives.
-func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ...any),
+func newPublisher(broker, clientID string, n int, qos byte, nagle bool, logf func(string, ...any),
 	cmdFilter string, onCmd func(topic string, payload []byte)) *publisher {
 	p := &publisher{broker: broker, qos: qos, abort: make(chan struct{}), logf: logf,
 		cmdFilter: cmdFilter, subscribed: make(chan struct{}), stopFlaps: make(chan struct{})}
@@ -172,7 +174,9 @@ func newPublisher(broker, clientID string, n int, qos byte, logf func(string, ..
 			})
 		}
 		if isPlainTCP(broker) {
-			opts.SetCustomOpenConnectionFn(dialBuffered)
+			opts.SetCustomOpenConnectionFn(func(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+				return dialBuffered(u, o, nagle)
+			})
 		}
 		c.client = mqtt.NewClient(opts)
 		if qos > 0 {

@@ -37,6 +37,7 @@ type Scenario struct {
 	Seed        *uint64       `yaml:"seed"`
 	StartTSMs   *int64        `yaml:"start_ts_ms"`
 	UTCOffset   time.Duration `yaml:"utc_offset"`
+	Nagle       bool          `yaml:"nagle"`
 	// Profiles is the profile mix, name: weight.
 	Profiles   map[string]int `yaml:"profiles"`
 	Faults     Faults         `yaml:"faults"`
@@ -127,6 +128,9 @@ func (s *Scenario) apply(cfg *config) {
 	}
 	if s.StartTSMs != nil {
 		cfg.StartTSMs, cfg.StartTSSet = *s.StartTSMs, true
+	}
+	if s.Nagle {
+		cfg.Nagle = true
 	}
 	if s.UTCOffset != 0 {
 		cfg.UTCOffset = s.UTCOffset

@@ -155,17 +155,19 @@ func TestEndToEnd(t *testing.T) {
 		name        string
 		qos, conns  int
 		count, each int
+		nagle       bool
 	}{
-		{"qos1", 1, 1, 2000, 40},
-		{"qos1-3conns", 1, 3, 2000, 40},
-		{"qos0-4conns", 0, 4, 1000, 20},
+		{"qos1", 1, 1, 2000, 40, false},
+		{"qos1-3conns", 1, 3, 2000, 40, false},
+		{"qos0-4conns", 0, 4, 1000, 20, false},
+		{"qos1-nagle", 1, 2, 2000, 40, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, broker := startBroker(t)
 			sub := subscribe(t, broker, tc.count)
 
 			cfg := testConfig(broker)
-			cfg.QoS, cfg.Connections, cfg.Count = tc.qos, tc.conns, uint64(tc.count)
+			cfg.QoS, cfg.Connections, cfg.Count, cfg.Nagle = tc.qos, tc.conns, uint64(tc.count), tc.nagle
 			cfg.ValuesOut = filepath.Join(t.TempDir(), "values")
 			var log bytes.Buffer
 			sum, err := run(context.Background(), cfg, newConsole(&log))
@@ -320,7 +322,7 @@ func TestFlags(t *testing.T) {
 		{"--devices", "0"}, {"--qos", "2"}, {"--count", "-1"}, {"--duration", "-1s"},
 		{"--connections", "0"}, {"--devices", "2", "--connections", "3"},
 		{"--topic", "a/+/b"}, {"--topic", ""}, {"--broker", "localhost"}, {"--client-id", ""},
-		{"--start-ts-ms", "-5"}, {"--utc-offset", "15h"}, {"--utc-offset", "-14h1m"}, {"--nope"}, {"extra"},
+		{"--start-ts-ms", "-5"}, {"--utc-offset", "15h"}, {"--nagle", "--broker", "ssl://broker:8883"}, {"--utc-offset", "-14h1m"}, {"--nope"}, {"extra"},
 	} {
 		var out bytes.Buffer
 		if code := realMain(args, io.Discard, &out); code != 2 || out.Len() == 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"fmt"
 	"net"
 	"net/url"
 	"time"
@@ -44,8 +45,8 @@ func isPlainTCP(broker string) bool {
 }
 
 // dialBuffered opens a TCP connection to the broker at u, read through a
-// buffer.
-func dialBuffered(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
+// buffer, with Nagle's algorithm on if nagle is set.
+func dialBuffered(u *url.URL, o mqtt.ClientOptions, nagle bool) (net.Conn, error) {
 	d := net.Dialer{Timeout: o.ConnectTimeout}
 	if d.Timeout == 0 {
 		d.Timeout = 30 * time.Second
@@ -53,6 +54,12 @@ func dialBuffered(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 	c, err := d.Dial("tcp", u.Host)
 	if err != nil {
 		return nil, err
+	}
+	if nagle {
+		if err := c.(*net.TCPConn).SetNoDelay(false); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("nagle: %w", err)
+		}
 	}
 	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
 }

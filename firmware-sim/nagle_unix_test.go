@@ -19,21 +19,17 @@ func TestDialBufferedNagle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
 	u := &url.URL{Scheme: "tcp", Host: l.Addr().String()}
 	for _, nagle := range []bool{false, true} {
 		c, err := dialBuffered(u, *mqtt.NewClientOptions(), nagle)
 		if err != nil {
 			t.Fatal(err)
 		}
+		peer, err := l.Accept() // the dial completed in the backlog
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer.Close()
 		raw, err := c.(*bufferedConn).Conn.(*net.TCPConn).SyscallConn()
 		if err != nil {
 			t.Fatal(err)

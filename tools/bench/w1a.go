@@ -20,12 +20,13 @@ const w1aSettle = 3 * time.Second
 // A run during which the machine was not quiet is run again, up to
 // noisyRetries times: a stolen core shows in the tail of the latencies.
 func (b *bench) w1aAt5k(ctx context.Context) error {
-	for attempt, retries := 1, noisyRetries; ; attempt, retries = attempt+1, retries-1 {
-		quiet, err := b.w1aRun(ctx, attempt, retries == 0)
-		if err != nil || quiet || retries == 0 {
+	for attempt := 1; ; attempt++ {
+		last := attempt > noisyRetries
+		quiet, err := b.w1aRun(ctx, attempt, last)
+		if err != nil || quiet || last {
 			return err
 		}
-		b.log.Printf("w1a: discarded, the machine was not quiet (%d more retries)", retries-1)
+		b.log.Printf("w1a: discarded, the machine was not quiet (%d more retries)", noisyRetries-attempt)
 	}
 }
 

@@ -1,11 +1,14 @@
 package main
 
+// How the simulator's paho clients talk to the broker: no session store
+// (clean sessions) and, on plain TCP, reads through a buffer and optional
+// Nagle.
+
 import (
 	"bufio"
 	"fmt"
 	"net"
 	"net/url"
-	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -47,11 +50,7 @@ func isPlainTCP(broker string) bool {
 // dialBuffered opens a TCP connection to the broker at u, read through a
 // buffer, with Nagle's algorithm on if nagle is set.
 func dialBuffered(u *url.URL, o mqtt.ClientOptions, nagle bool) (net.Conn, error) {
-	d := net.Dialer{Timeout: o.ConnectTimeout}
-	if d.Timeout == 0 {
-		d.Timeout = 30 * time.Second
-	}
-	c, err := d.Dial("tcp", u.Host)
+	c, err := net.DialTimeout("tcp", u.Host, o.ConnectTimeout) // 0: none, as paho's own dial
 	if err != nil {
 		return nil, err
 	}

@@ -17,7 +17,7 @@ type Uplink struct {
 	NATS  *NATSUplink  `yaml:"nats"`
 	Kafka *KafkaUplink `yaml:"kafka"`
 
-	// Batch bounds one delivery; zero fields take the defaults (500
+	// Batch bounds one delivery; zero fields take the defaults (4096
 	// records, 1MiB, no linger). nats.batch_size, when set, is the
 	// records bound.
 	Batch Batch `yaml:"batch"`
@@ -26,7 +26,7 @@ type Uplink struct {
 	// backlog drains within it, alerts first, beside live outputs.
 	RateLimit ByteSize `yaml:"rate_limit"`
 	// BacklogSplit is the backlog, in outputs, above which live outputs are
-	// sent beside it (default 10 batches); -1 never splits, so upstream
+	// sent beside it (default 5000); -1 never splits, so upstream
 	// receives every priority in seq order.
 	BacklogSplit int `yaml:"backlog_split"`
 }

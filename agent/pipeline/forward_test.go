@@ -351,6 +351,27 @@ func TestForwarderDeadUplink(t *testing.T) {
 	}
 }
 
+// recorder is a NATS uplink that records the size and outcome of each
+// delivery.
+type recorder struct {
+	*uplink.NATS
+	mu       sync.Mutex
+	attempts []attempt
+}
+
+type attempt struct {
+	entries int
+	failed  bool
+}
+
+func (r *recorder) Deliver(ctx context.Context, batch []buffer.Entry) error {
+	err := r.NATS.Deliver(ctx, batch)
+	r.mu.Lock()
+	r.attempts = append(r.attempts, attempt{len(batch), err != nil})
+	r.mu.Unlock()
+	return err
+}
+
 // TestForwarderOutageDrain: the upstream is unreachable while 100,000 outputs
 // (1% alerts) are committed. When it comes back, every output arrives once,
 // the outage's alerts before its summaries, live summaries committed during
@@ -371,7 +392,7 @@ func TestForwarderOutageDrain(t *testing.T) {
 	)
 	buf := openBuffer(t, "up")
 	a := newAcks()
-	up := newUplink(t, "up", ns.url())
+	up := &recorder{NATS: newUplink(t, "up", ns.url())}
 	f := NewForwarder(buf, up, WithOnAck(a.onAck), WithForwarderLogger(quiet),
 		WithRateLimit(capBytes), WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 	runForwarder(t, f)
@@ -487,6 +508,28 @@ func TestForwarderOutageDrain(t *testing.T) {
 	// The stream allows fast batches: the drain went through them.
 	if up.FastBatches.Load() == 0 {
 		t.Error("no fast batch delivered")
+	}
+	// Every attempt after a failed one carried one entry, up to the first
+	// that went; the next one was a full batch again.
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	retries, recovered := 0, false
+	for i := 1; i < len(up.attempts); i++ {
+		prev, cur := up.attempts[i-1], up.attempts[i]
+		switch {
+		case prev.failed && cur.entries != 1:
+			t.Errorf("attempt %d after a failed one carried %d entries, want 1", i, cur.entries)
+		case prev.failed:
+			retries++
+		case i >= 2 && up.attempts[i-2].failed && !prev.failed:
+			recovered = true
+			if cur.entries <= 1 {
+				t.Errorf("attempt %d after the link came back carried %d entries, want a full batch", i, cur.entries)
+			}
+		}
+	}
+	if retries == 0 || !recovered {
+		t.Errorf("%d retries after a failure, recovered %v: the outage was not seen", retries, recovered)
 	}
 	if early == 0 {
 		t.Errorf("no live entry was committed during the first half of the drain after the live lane's last move (after seq %d)", liveFrom)

@@ -13,8 +13,9 @@
 //	uplink_kafka_rps                   records/s acknowledged by Kafka (acks=all, idempotent)
 //	uplink_kafka_cpu_us_per_msg        CPU of the sending process per record
 //
-// Records are 200-byte envelopes delivered in batches of 1,000 with
-// uplink.Deliver, as the forwarder calls it. The upstream (an embedded
+// Records are 200-byte envelopes delivered with uplink.Deliver in batches as
+// the forwarder composes them by default (pipeline.DefaultBatchRecords and
+// DefaultBatchBytes: 3,971 of these envelopes fill its 1 MiB). The upstream (an embedded
 // nats-server with a file-backed JetStream stream, or franz-go's kfake with
 // one broker and a topic of three partitions) runs in a child process of
 // this command, so the CPU figures are the gateway's side only.
@@ -40,6 +41,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/uplink"
 )
@@ -48,12 +50,16 @@ const gateway = "gw-bench"
 
 func main() {
 	records := flag.Int("records", 400_000, "records to deliver per uplink")
-	batch := flag.Int("batch", 1000, "records per Deliver call")
+	batch := flag.Int("batch", 0, "records per Deliver call (default: as many as the forwarder's default bounds take)")
 	only := flag.String("only", "", "run one uplink only: nats or kafka")
 	serve := flag.String("serve", "", "internal: run the upstream (nats or kafka) in this process")
 	cpuprofile := flag.String("cpuprofile", "", "write the sending side's CPU profile to this file")
 	flag.Parse()
 	log.SetFlags(0)
+	if *batch <= 0 {
+		*batch = forwarderBatch()
+	}
+	*records = (*records + *batch - 1) / *batch * *batch // whole batches: the checks count them
 	if *cpuprofile != "" && *serve == "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -163,17 +169,40 @@ func startUpstream(kind string) (string, func(), error) {
 	return strings.TrimSpace(line), stop, nil
 }
 
+// payload is a rule output whose envelope is 200 bytes.
+var payload = func() []byte {
+	const head, tail = `{"rule":"r","ts":"2026-11-25T09:01:00Z","values":{"avg_t":41.2,"max_t":55.0,"n":600},"pad":"`, `"}`
+	probe := uplink.AppendEnvelope(nil, gateway, &buffer.Entry{Seq: 100000, Payload: []byte(head + tail)})
+	return []byte(head + strings.Repeat("x", max(200-len(probe), 0)) + tail)
+}()
+
+// entry returns the record of seq.
+func entry(seq uint64) buffer.Entry {
+	return buffer.Entry{Seq: seq, Rule: "r", Key: fmt.Sprintf("dev-%d", seq%100), Payload: payload}
+}
+
+// forwarderBatch returns how many records the forwarder's default bounds
+// put in a batch, counting bytes as it does.
+func forwarderBatch() int {
+	n, bytes := 0, 0
+	for seq := uint64(100000); n < pipeline.DefaultBatchRecords; seq++ {
+		e := entry(seq)
+		if bytes += pipeline.EntrySize(&e); bytes > pipeline.DefaultBatchBytes {
+			break
+		}
+		n++
+	}
+	return n
+}
+
 // batches returns the records as Deliver batches of 200-byte envelopes.
 func batches(records, size int) [][]buffer.Entry {
 	var out [][]buffer.Entry
-	probe := uplink.AppendEnvelope(nil, gateway, &buffer.Entry{Seq: 100000, Payload: []byte(`{"rule":"r","ts":"2026-11-25T09:01:00Z","values":{"avg_t":41.2,"max_t":55.0,"n":600},"pad":""}`)})
-	pad := strings.Repeat("x", max(200-len(probe), 0))
-	payload := []byte(`{"rule":"r","ts":"2026-11-25T09:01:00Z","values":{"avg_t":41.2,"max_t":55.0,"n":600},"pad":"` + pad + `"}`)
 	seq := uint64(1)
 	for n := 0; n < records; n += size {
 		b := make([]buffer.Entry, min(size, records-n))
 		for i := range b {
-			b[i] = buffer.Entry{Seq: seq, Rule: "r", Key: fmt.Sprintf("dev-%d", seq%100), Payload: payload}
+			b[i] = entry(seq)
 			seq++
 		}
 		out = append(out, b)
@@ -238,7 +267,7 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 		return 0, 0, err
 	}
 	up, err := uplink.NewNATS("bench", url, uplink.WithGateway(gateway), uplink.WithSubject(subject),
-		uplink.WithMaxInFlight(size), uplink.WithLogger(slog.New(slog.DiscardHandler)), uplink.WithPack(pack))
+		uplink.WithLogger(slog.New(slog.DiscardHandler)), uplink.WithPack(pack))
 	if err != nil {
 		return 0, 0, err
 	}

@@ -107,6 +107,7 @@ fuzz:
 	go test ./agent/ingest/ -run '^$$' -fuzz FuzzJSONDecoder -fuzztime 30s
 	go test ./rules/ -run '^$$' -fuzz FuzzCompileExpr -fuzztime 30s
 	go test ./agent/config/ -run '^$$' -fuzz FuzzParse -fuzztime 30s
+	go test ./firmware-sim/ -run '^$$' -fuzz FuzzReadPacket -fuzztime 30s
 
 clean:
 	rm -rf bin dist data

@@ -7,7 +7,7 @@
 //	firmware-sim [--broker tcp://127.0.0.1:1883] [--devices 50] [--rate 100]
 //	             [--duration 0] [--count 0] [--qos 0|1] [--topic sensors/{device}/telemetry]
 //	             [--seed 1] [--client-id firmware-sim-<pid>] [--connections 1]
-//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS] [--utc-offset D] [--nagle]
+//	             [--quiet] [--values-out FILE] [--acked-out FILE] [--start-ts-ms MS] [--utc-offset D] [--nagle] [--raw]
 //	             [--scenario FILE] [--profile temphum:6,vibration:2,power:1,door:1,motion:1,gps:1]
 //	             [--burst N] [--spike P] [--shift P] [--stuck P] [--malformed P]
 //	             [--duplicate P] [--skew-devices F] [--storm-every D --storm-down D]
@@ -71,6 +71,7 @@ type config struct {
 	StartTSSet  bool
 	UTCOffset   time.Duration // the fleet's time zone, for its daily cycles
 	Nagle       bool          // TCP with Nagle's algorithm, as libmosquitto clients send
+	Raw         bool          // the lean publisher of raw.go instead of paho
 
 	Scenario    string
 	ProfileSpec string          // --profile, parsed into Mix
@@ -164,6 +165,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&cfg.AckedOut, "acked-out", "", "at QoS 1, write a line `device ts` per message the broker acknowledged (ts: the payload's, in ms)")
 	fs.Int64Var(&cfg.StartTSMs, "start-ts-ms", 0, "ts of the first message in Unix ms (default: now); ts advances by the schedule")
 	fs.BoolVar(&cfg.Nagle, "nagle", false, "send with Nagle's algorithm, as libmosquitto clients do by default (Go's is off): small messages share a TCP segment while one is unacknowledged; tcp:// brokers only")
+	fs.BoolVar(&cfg.Raw, "raw", false, "publish with a lean MQTT client for load tests instead of paho: a fraction of the CPU per message, writes batched; tcp:// brokers, no reconnect, no storms, no commands (--cmd-topic \"\")")
 	fs.DurationVar(&cfg.UTCOffset, "utc-offset", 0, "the fleet's time zone as an offset from UTC (-5h, 9h30m): daily cycles peak at 15:00 local time")
 	fs.StringVar(&cfg.Scenario, "scenario", "", "scenario file (YAML) with the options of a run; flags given override it")
 	fs.StringVar(&cfg.ProfileSpec, "profile", "", "device profiles: temphum (default), vibration, power, door, motion, gps, a mix name:weight,... or all")
@@ -242,6 +244,12 @@ func (c config) check() error {
 		return fmt.Errorf("--connections %d: want 1 .. --devices (%d)", c.Connections, c.Devices)
 	case c.Nagle && !isPlainTCP(c.Broker):
 		return fmt.Errorf("--nagle: only for tcp:// brokers (%s)", c.Broker)
+	case c.Raw && !isPlainTCP(c.Broker):
+		return fmt.Errorf("--raw: only for tcp:// brokers (%s)", c.Broker)
+	case c.Raw && c.CmdTopic != "":
+		return fmt.Errorf("--raw: raw connections take no commands: add --cmd-topic \"\" (it is %q)", c.CmdTopic)
+	case c.Raw && c.Faults.StormEvery > 0:
+		return errors.New("--raw: raw connections do not reconnect, so no --storm-every")
 	case c.UTCOffset < -14*time.Hour || c.UTCOffset > 14*time.Hour:
 		return fmt.Errorf("--utc-offset %s: want -14h .. 14h", c.UTCOffset)
 	case c.StartTSSet && c.StartTSMs < 0:
@@ -342,7 +350,14 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 		}
 	}
 
-	pub := newPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), cfg.Nagle, con.Logf, filter, onCmd)
+	var pub sender
+	if cfg.Raw {
+		if pub, err = newRawPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), cfg.Nagle, con.Logf); err != nil {
+			return sum, err
+		}
+	} else {
+		pub = newPublisher(cfg.Broker, cfg.ClientID, cfg.Connections, byte(cfg.QoS), cfg.Nagle, con.Logf, filter, onCmd)
+	}
 	if cfg.AckedOut != "" {
 		f, err := os.Create(cfg.AckedOut)
 		if err != nil {
@@ -351,7 +366,7 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 		w := bufio.NewWriterSize(f, 64<<10)
 		var mu sync.Mutex // one acker goroutine per connection
 		var line []byte
-		pub.onAck = func(dev int, ts int64) {
+		pub.SetOnAck(func(dev int, ts int64) {
 			mu.Lock()
 			line = append(line[:0], fleet.Name(dev)...)
 			line = append(line, ' ')
@@ -359,7 +374,7 @@ func run(ctx context.Context, cfg config, con *console) (sum summary, err error)
 			line = append(line, '\n')
 			w.Write(line)
 			mu.Unlock()
-		}
+		})
 		// Runs after pub.Close below (closers run at return), when the
 		// ackers are done.
 		closers = append(closers, func() error {
@@ -453,7 +468,7 @@ send:
 					ci := (storms*stormConns + j) % cfg.Connections
 					if pub.Flap(ci, stormDown) {
 						sum.Storms++
-						e := Event{TS: ts, Kind: "disconnect", Detail: pub.conns[ci].id, DurationMs: stormDown.Milliseconds()}
+						e := Event{TS: ts, Kind: "disconnect", Detail: pub.ConnID(ci), DurationMs: stormDown.Milliseconds()}
 						if truth != nil {
 							truth.Write(&e)
 						}
@@ -528,6 +543,7 @@ send:
 			}
 		}
 		logs.Flush()
+		pub.Flush() // the loop waits next (or ends)
 		if limit > 0 && k >= limit {
 			// The run lasts until the end of the last message's slot, or
 			// until --duration, so that the reported rate is the real one.
@@ -575,7 +591,7 @@ send:
 
 	sum.Sent, sum.Acked, sum.Errors = pub.Sent(), pub.Acked(), pub.Errors()
 	sum.FirstError = pub.FirstError()
-	sum.Disconnects, sum.Reconnects = pub.disconnects.Load(), pub.reconnects.Load()
+	sum.Disconnects, sum.Reconnects = pub.Disconnects(), pub.Reconnects()
 	sum.CommandsDropped = cmdDropped.Load()
 	return sum, nil
 }

@@ -88,15 +88,12 @@ func (c *conn) epoch() <-chan struct{} {
 // one goroutine per Flap takes its connection down and up again. Sent, Acked,
 // Errors and the other counters may be read from any goroutine at any time.
 type publisher struct {
+	counts
 	broker string
 	qos    byte
 	conns  []*conn
 	abort  chan struct{} // closed when the shutdown grace period is over
 	logf   func(format string, args ...any)
-
-	sent, acked, errs atomic.Uint64
-	firstErr          sync.Once
-	firstErrMsg       atomic.Pointer[string]
 
 	slab []byte // payload copies are carved from here; paho keeps the slice
 
@@ -126,10 +123,7 @@ func newPublisher(broker, clientID string, n int, qos byte, nagle bool, logf fun
 		close(p.subscribed)
 	}
 	for i := range n {
-		id := clientID
-		if n > 1 {
-			id = fmt.Sprintf("%s-%d", clientID, i)
-		}
+		id := connID(clientID, n, i)
 		c := &conn{id: id, lost: make(chan struct{})}
 		opts := mqtt.NewClientOptions().
 			AddBroker(broker).
@@ -402,29 +396,74 @@ func (p *publisher) Close(grace time.Duration) {
 	}
 }
 
-// Sent returns the number of messages handed to paho without error.
-func (p *publisher) Sent() uint64 { return p.sent.Load() }
+// Flush does nothing: paho writes each message as it comes.
+func (p *publisher) Flush() {}
+
+func (p *publisher) ConnID(i int) string          { return p.conns[i].id }
+func (p *publisher) Disconnects() uint64          { return p.disconnects.Load() }
+func (p *publisher) Reconnects() uint64           { return p.reconnects.Load() }
+func (p *publisher) SetOnAck(fn func(int, int64)) { p.onAck = fn }
+
+// connID returns the client ID of connection i of n.
+func connID(clientID string, n, i int) string {
+	if n == 1 {
+		return clientID
+	}
+	return fmt.Sprintf("%s-%d", clientID, i)
+}
+
+// sender is what the send loop publishes through: a publisher (paho) or a
+// rawPublisher (--raw).
+type sender interface {
+	Connect(ctx context.Context) error
+	Publish(ctx context.Context, i int, topic string, payload []byte, dev int, ts int64) error
+	// Flush writes what is buffered; the send loop calls it before it waits.
+	Flush()
+	Down(i int) bool
+	Flap(i int, down time.Duration) bool
+	Reply(topic string, payload []byte)
+	Close(grace time.Duration)
+	ConnID(i int) string
+	SetOnAck(fn func(dev int, ts int64))
+	Sent() uint64
+	Acked() uint64
+	Errors() uint64
+	FirstError() string
+	Disconnects() uint64
+	Reconnects() uint64
+}
+
+// counts are a publisher's message counters, safe to read from any
+// goroutine.
+type counts struct {
+	sent, acked, errs atomic.Uint64
+	firstErr          sync.Once
+	firstErrMsg       atomic.Pointer[string]
+}
+
+// Sent returns the number of messages handed over without error.
+func (c *counts) Sent() uint64 { return c.sent.Load() }
 
 // Acked returns the number of QoS 1 messages the broker acknowledged.
-func (p *publisher) Acked() uint64 { return p.acked.Load() }
+func (c *counts) Acked() uint64 { return c.acked.Load() }
 
 // Errors returns the number of messages that failed to publish or, at QoS 1,
 // were not acknowledged.
-func (p *publisher) Errors() uint64 { return p.errs.Load() }
+func (c *counts) Errors() uint64 { return c.errs.Load() }
 
 // FirstError returns the first error counted, or "".
-func (p *publisher) FirstError() string {
-	if s := p.firstErrMsg.Load(); s != nil {
+func (c *counts) FirstError() string {
+	if s := c.firstErrMsg.Load(); s != nil {
 		return *s
 	}
 	return ""
 }
 
-func (p *publisher) fail(err error) error {
-	p.errs.Add(1)
-	p.firstErr.Do(func() {
+func (c *counts) fail(err error) error {
+	c.errs.Add(1)
+	c.firstErr.Do(func() {
 		s := err.Error()
-		p.firstErrMsg.Store(&s)
+		c.firstErrMsg.Store(&s)
 	})
 	return err
 }

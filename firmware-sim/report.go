@@ -59,7 +59,7 @@ func (c *console) Progress(line string) {
 }
 
 // progress reports the counters of p once a second until stop is closed.
-func progress(con *console, p *publisher, stop <-chan struct{}) {
+func progress(con *console, p sender, stop <-chan struct{}) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	last, lastAt := p.Sent(), time.Now()

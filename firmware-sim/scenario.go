@@ -38,6 +38,7 @@ type Scenario struct {
 	StartTSMs   *int64        `yaml:"start_ts_ms"`
 	UTCOffset   time.Duration `yaml:"utc_offset"`
 	Nagle       bool          `yaml:"nagle"`
+	Raw         bool          `yaml:"raw"`
 	// Profiles is the profile mix, name: weight.
 	Profiles   map[string]int `yaml:"profiles"`
 	Faults     Faults         `yaml:"faults"`
@@ -131,6 +132,9 @@ func (s *Scenario) apply(cfg *config) {
 	}
 	if s.Nagle {
 		cfg.Nagle = true
+	}
+	if s.Raw {
+		cfg.Raw = true
 	}
 	if s.UTCOffset != 0 {
 		cfg.UTCOffset = s.UTCOffset

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -45,6 +46,15 @@ func (h *allowHook) OnACLCheck(*mochi.Client, string, bool) bool { return true }
 // returns it with its tcp:// URL.
 func startBroker(t *testing.T) (*mochi.Server, string) {
 	t.Helper()
+	srv, broker, stop := startStoppableBroker(t)
+	t.Cleanup(stop)
+	return srv, broker
+}
+
+// startStoppableBroker starts a mochi broker and returns a function that
+// stops it, once however often it is called.
+func startStoppableBroker(t *testing.T) (*mochi.Server, string, func()) {
+	t.Helper()
 	srv := mochi.New(&mochi.Options{InlineClient: true, Logger: slog.New(slog.DiscardHandler)})
 	if err := srv.AddHook(new(allowHook), nil); err != nil {
 		t.Fatal(err)
@@ -56,8 +66,8 @@ func startBroker(t *testing.T) (*mochi.Server, string) {
 	if err := srv.Serve(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { srv.Close() })
-	return srv, "tcp://" + l.Address()
+	var once sync.Once
+	return srv, "tcp://" + l.Address(), func() { once.Do(func() { srv.Close() }) }
 }
 
 // counter is an MQTT subscriber that counts W1 messages per device and
@@ -155,20 +165,24 @@ func TestEndToEnd(t *testing.T) {
 		name        string
 		qos, conns  int
 		count, each int
-		nagle       bool
+		nagle, raw  bool
 	}{
-		{"qos1", 1, 1, 2000, 40, false},
-		{"qos1-3conns", 1, 3, 2000, 40, false},
-		{"qos0-4conns", 0, 4, 1000, 20, false},
-		{"qos1-nagle", 1, 2, 2000, 40, true},
+		{"qos1", 1, 1, 2000, 40, false, false},
+		{"qos1-3conns", 1, 3, 2000, 40, false, false},
+		{"qos0-4conns", 0, 4, 1000, 20, false, false},
+		{"qos1-nagle", 1, 2, 2000, 40, true, false},
+		{"qos1-raw", 1, 3, 2000, 40, false, true},
+		{"qos1-raw-nagle", 1, 1, 2000, 40, true, true},
+		{"qos0-raw", 0, 2, 1000, 20, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv, broker := startBroker(t)
 			sub := subscribe(t, broker, tc.count)
 
 			cfg := testConfig(broker)
-			cfg.QoS, cfg.Connections, cfg.Count, cfg.Nagle = tc.qos, tc.conns, uint64(tc.count), tc.nagle
+			cfg.QoS, cfg.Connections, cfg.Count, cfg.Nagle, cfg.Raw = tc.qos, tc.conns, uint64(tc.count), tc.nagle, tc.raw
 			cfg.ValuesOut = filepath.Join(t.TempDir(), "values")
+			cfg.AckedOut = filepath.Join(t.TempDir(), "acked")
 			var log bytes.Buffer
 			sum, err := run(context.Background(), cfg, newConsole(&log))
 			if err != nil {
@@ -227,8 +241,120 @@ func TestEndToEnd(t *testing.T) {
 					t.Fatalf("%s: received temperatures %v, values file %v", dev, got, fromFile[dev])
 				}
 			}
+
+			// --acked-out: a line per acknowledged message, each device's
+			// messages once, in the order sent.
+			data, err = os.ReadFile(cfg.AckedOut)
+			if err != nil {
+				t.Fatal(err)
+			}
+			acked := strings.Fields(string(data))
+			if len(acked) != 2*int(wantAcked) {
+				t.Fatalf("acked file: %d fields, want %d", len(acked), 2*wantAcked)
+			}
+			lastTS := map[string]int64{}
+			for i := 0; i < len(acked); i += 2 {
+				ts, err := strconv.ParseInt(acked[i+1], 10, 64)
+				if err != nil || ts <= lastTS[acked[i]] {
+					t.Fatalf("acked file: %s %s after ts %d", acked[i], acked[i+1], lastTS[acked[i]])
+				}
+				lastTS[acked[i]] = ts
+			}
+			if tc.qos == 1 && len(lastTS) != 50 {
+				t.Fatalf("acked file: %d devices, want 50", len(lastTS))
+			}
 		})
 	}
+}
+
+// TestRawBrokerLost: the broker goes away while a raw publisher sends QoS 1.
+// The run ends by itself, and each message is either acknowledged or counted
+// as an error, exactly once.
+func TestRawBrokerLost(t *testing.T) {
+	_, broker, stop := startStoppableBroker(t)
+	t.Cleanup(stop)
+	sub := subscribe(t, broker, 500)
+	cfg := testConfig(broker)
+	cfg.Raw, cfg.Connections, cfg.Count, cfg.Rate = true, 2, 10000, 5000
+	done := make(chan struct{})
+	var sum summary
+	var err error
+	var log bytes.Buffer
+	go func() {
+		defer close(done)
+		sum, err = run(context.Background(), cfg, newConsole(&log))
+	}()
+	select {
+	case <-sub.reached:
+	case <-time.After(failAfter):
+		t.Fatal("the subscriber got no 500 messages")
+	}
+	stop()
+	select {
+	case <-done:
+	case <-time.After(failAfter):
+		t.Fatal("the run did not end after the broker went away")
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Acked < 500 || sum.Errors == 0 || sum.Acked+sum.Errors != 10000 || sum.OK() {
+		t.Fatalf("summary %s: want at least 500 acked, the rest of 10000 errors", sum)
+	}
+	if !strings.Contains(log.String(), "lost") {
+		t.Errorf("no connection loss logged:\n%s", log.String())
+	}
+}
+
+// TestReadPacket reads PUBACKs, a CONNACK and a remaining length of each
+// size, and refuses what a raw connection must not get.
+func TestReadPacket(t *testing.T) {
+	var in []byte
+	for _, n := range []int{0, 2, 127, 128, 1000} {
+		in = append(in, 0x42)
+		in = appendLength(in, n)
+		in = append(in, make([]byte, n)...)
+	}
+	r := bufio.NewReader(bytes.NewReader(in))
+	buf := make([]byte, maxRawPacket)
+	for _, n := range []int{0, 2, 127, 128, 1000} {
+		typ, body, err := readPacket(r, buf)
+		if err != nil || typ != 0x40 || len(body) != n {
+			t.Fatalf("length %d: type %#x, %d bytes, %v", n, typ, len(body), err)
+		}
+	}
+	for name, in := range map[string][]byte{
+		"too long":    append([]byte{0x30}, appendLength(nil, maxRawPacket+1)...),
+		"length of 5": {0x40, 0x80, 0x80, 0x80, 0x80, 0x01},
+		"short body":  {0x40, 0x02, 0x00},
+		"no length":   {0x40},
+		"huge length": {0x30, 0xff, 0xff, 0xff, 0x7f},
+	} {
+		if _, _, err := readPacket(bufio.NewReader(bytes.NewReader(in)), buf); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
+
+// FuzzReadPacket: any input gives packets or an error, never a panic or a
+// body larger than maxRawPacket.
+func FuzzReadPacket(f *testing.F) {
+	f.Add([]byte{0x40, 0x02, 0x00, 0x01})
+	f.Add([]byte{0x20, 0x02, 0x00, 0x00, 0x40, 0x02, 0x12, 0x34})
+	f.Add([]byte{0x40, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		r := bufio.NewReader(bytes.NewReader(in))
+		buf := make([]byte, maxRawPacket)
+		for range len(in) + 1 {
+			_, body, err := readPacket(r, buf)
+			if err != nil {
+				return
+			}
+			if len(body) > maxRawPacket {
+				t.Fatalf("body of %d bytes", len(body))
+			}
+		}
+	})
 }
 
 // TestInterrupt cancels an unbounded run (as SIGINT does) once the subscriber
@@ -322,7 +448,8 @@ func TestFlags(t *testing.T) {
 		{"--devices", "0"}, {"--qos", "2"}, {"--count", "-1"}, {"--duration", "-1s"},
 		{"--connections", "0"}, {"--devices", "2", "--connections", "3"},
 		{"--topic", "a/+/b"}, {"--topic", ""}, {"--broker", "localhost"}, {"--client-id", ""},
-		{"--start-ts-ms", "-5"}, {"--utc-offset", "15h"}, {"--nagle", "--broker", "ssl://broker:8883"}, {"--utc-offset", "-14h1m"}, {"--nope"}, {"extra"},
+		{"--start-ts-ms", "-5"}, {"--utc-offset", "15h"}, {"--nagle", "--broker", "ssl://broker:8883"},
+		{"--raw", "--cmd-topic", "", "--broker", "ws://broker:8080/mqtt"}, {"--raw"}, {"--raw", "--cmd-topic", "", "--storm-every", "1s", "--storm-down", "100ms"}, {"--utc-offset", "-14h1m"}, {"--nope"}, {"extra"},
 	} {
 		var out bytes.Buffer
 		if code := realMain(args, io.Discard, &out); code != 2 || out.Len() == 0 {

@@ -247,7 +247,7 @@ func (c config) check() error {
 	case c.Raw && !isPlainTCP(c.Broker):
 		return fmt.Errorf("--raw: only for tcp:// brokers (%s)", c.Broker)
 	case c.Raw && c.CmdTopic != "":
-		return fmt.Errorf("--raw: raw connections take no commands: add --cmd-topic \"\" (it is %q)", c.CmdTopic)
+		return fmt.Errorf("--raw: raw connections take no commands: add --cmd-topic \"\" (cmd_topic: \"\" in a scenario; it is %q)", c.CmdTopic)
 	case c.Raw && c.Faults.StormEvery > 0:
 		return errors.New("--raw: raw connections do not reconnect, so no --storm-every")
 	case c.UTCOffset < -14*time.Hour || c.UTCOffset > 14*time.Hour:

@@ -4,8 +4,10 @@ package main
 // 1, clean sessions, no reconnect. The send loop encodes each PUBLISH into
 // its connection's buffer and writes the buffer when it is full, when the
 // loop is about to wait (Flush) or when the QoS 1 window is full; a reader
-// goroutine per connection settles the PUBACKs, which a server sends in the
-// order of the PUBLISHes (MQTT 3.1.1, 4.6). paho spends most of the
+// goroutine per connection settles the PUBACKs in the order of the
+// PUBLISHes, as mosquitto and mochi send them (MQTT 3.1.1 asks it of
+// clients, 4.6; a broker that acked out of order would fail the
+// connection, its messages in flight counted as errors). paho spends most of the
 // simulator's CPU at high rates in its per-message goroutine hand-offs,
 // tokens and one write per packet; this path has none of them, so that on
 // one machine the publisher leaves the cores to the broker and the agent
@@ -64,6 +66,8 @@ type rawPublisher struct {
 	onAck  func(dev int, ts int64)
 	logf   func(format string, args ...any)
 	hdr    []byte // scratch for a PUBLISH's header
+
+	writeTimeout time.Duration // for each write to a connection
 }
 
 // newRawPublisher prepares n connections to broker, a tcp:// or mqtt://
@@ -73,7 +77,7 @@ func newRawPublisher(broker, clientID string, n int, qos byte, nagle bool, logf 
 	if err != nil {
 		return nil, fmt.Errorf("broker %q: %w", broker, err)
 	}
-	p := &rawPublisher{broker: u, qos: qos, nagle: nagle, logf: logf}
+	p := &rawPublisher{broker: u, qos: qos, nagle: nagle, logf: logf, writeTimeout: writeTimeout}
 	for i := range n {
 		c := &rawConn{id: connID(clientID, n, i), dead: make(chan struct{}), drained: make(chan struct{}), readerDone: make(chan struct{})}
 		if qos > 0 {
@@ -111,7 +115,8 @@ func (p *rawPublisher) connect(ctx context.Context, c *rawConn) error {
 			return fmt.Errorf("nagle: %w", err)
 		}
 	}
-	c.nc, c.w, c.r = nc, bufio.NewWriterSize(nc, rawBufSize), bufio.NewReaderSize(nc, 4096)
+	c.nc, c.r = nc, bufio.NewReaderSize(nc, 4096)
+	c.w = bufio.NewWriterSize(deadlineWriter{nc, p.writeTimeout}, rawBufSize)
 	// CONNECT: protocol MQTT level 4, clean session, keepalive 0 (the
 	// send loop's traffic is the only sign of life: there is no pinger).
 	var b []byte
@@ -183,13 +188,18 @@ func (p *rawPublisher) Publish(ctx context.Context, i int, topic string, payload
 		h = binary.BigEndian.AppendUint16(h, id)
 	}
 	p.hdr = h
-	c.w.Write(h)
-	if _, err := c.w.Write(payload); err != nil {
-		p.broken(c, err) // a QoS 1 message is counted by the reader's drain
-		if p.qos == 0 {
-			return p.fail(err)
+	// Write what is buffered before the buffer would write part of this
+	// message by itself: then c.buffered counts exactly the QoS 0 messages
+	// a failed write loses.
+	if c.w.Buffered() > 0 && c.w.Available() < len(h)+len(payload) {
+		if err := p.flush(c); err != nil {
+			return p.lost(err) // counted by Close if it is a QoS 1 message
 		}
-		return err
+	}
+	c.w.Write(h) // an error sticks to the buffer: the next Write returns it
+	if _, err := c.w.Write(payload); err != nil {
+		p.broken(c, err)
+		return p.lost(err)
 	}
 	if p.qos == 0 {
 		c.buffered++
@@ -202,14 +212,28 @@ func (p *rawPublisher) Publish(ctx context.Context, i int, topic string, payload
 // before it waits.
 func (p *rawPublisher) Flush() {
 	for _, c := range p.conns {
-		if c.w.Buffered() > 0 && !c.failed() {
+		if c.w.Buffered() > 0 {
 			p.flush(c)
 		}
 	}
 }
 
+// lost returns err for a message that was not written: a QoS 0 one is
+// counted as an error here, a QoS 1 one is in the window already and Close
+// counts it.
+func (p *rawPublisher) lost(err error) error {
+	if p.qos == 0 {
+		return p.fail(err)
+	}
+	return err
+}
+
 func (p *rawPublisher) flush(c *rawConn) error {
-	c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if c.failed() {
+		err := fmt.Errorf("connection %s lost", c.id)
+		p.broken(c, err)
+		return err
+	}
 	if err := c.w.Flush(); err != nil {
 		p.broken(c, err)
 		return err
@@ -218,8 +242,9 @@ func (p *rawPublisher) flush(c *rawConn) error {
 	return nil
 }
 
-// broken marks c as failed after a write error: QoS 0 messages still in
-// its buffer are lost, QoS 1 ones are counted by the reader as it exits.
+// broken marks c as failed after a write error or once it was lost: QoS 0
+// messages still in its buffer are counted as errors instead of sent, QoS 1
+// ones stay in the window for Close to count.
 func (p *rawPublisher) broken(c *rawConn, err error) {
 	if c.buffered > 0 {
 		p.sent.Add(^(c.buffered - 1))
@@ -336,6 +361,17 @@ func (p *rawPublisher) ConnID(i int) string          { return p.conns[i].id }
 func (p *rawPublisher) Disconnects() uint64          { return 0 }
 func (p *rawPublisher) Reconnects() uint64           { return 0 }
 func (p *rawPublisher) SetOnAck(fn func(int, int64)) { p.onAck = fn }
+
+// deadlineWriter writes to a connection with a deadline for each write.
+type deadlineWriter struct {
+	nc      net.Conn
+	timeout time.Duration
+}
+
+func (w deadlineWriter) Write(b []byte) (int, error) {
+	w.nc.SetWriteDeadline(time.Now().Add(w.timeout))
+	return w.nc.Write(b)
+}
 
 // appendLength appends an MQTT remaining length.
 func appendLength(b []byte, n int) []byte {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -303,6 +304,83 @@ func TestRawBrokerLost(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "lost") {
 		t.Errorf("no connection loss logged:\n%s", log.String())
+	}
+}
+
+// TestRawWriteAfterIdle: a burst larger than the write buffer, long after
+// the last one, is written (each write has its own deadline).
+func TestRawWriteAfterIdle(t *testing.T) {
+	_, broker := startBroker(t)
+	for _, qos := range []byte{1, 0} {
+		p, err := newRawPublisher(broker, fmt.Sprintf("idle-%d", qos), 1, qos, false, t.Logf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.writeTimeout = 20 * time.Millisecond
+		if err := p.Connect(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		payload := bytes.Repeat([]byte("x"), 200)
+		burst := func() {
+			for range 300 { // 60 KB: the buffer writes several times by itself
+				if err := p.Publish(context.Background(), 0, "sensors/d/telemetry", payload, 0, 0); err != nil {
+					t.Fatalf("qos %d: %v", qos, err)
+				}
+			}
+			p.Flush()
+		}
+		burst()
+		time.Sleep(3 * p.writeTimeout) // the idle gap: past any deadline the first burst set
+		burst()
+		p.Close(failAfter)
+		wantAcked := uint64(600)
+		if qos == 0 {
+			wantAcked = 0
+		}
+		if p.Sent() != 600 || p.Acked() != wantAcked || p.Errors() != 0 {
+			t.Errorf("qos %d: sent %d acked %d errors %d (%s), want 600, %d, 0", qos, p.Sent(), p.Acked(), p.Errors(), p.FirstError(), wantAcked)
+		}
+	}
+}
+
+// TestRawLostWithBufferedQoS0: QoS 0 messages still in the buffer when the
+// broker closed the connection are counted as errors, not as sent.
+func TestRawLostWithBufferedQoS0(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	closed := make(chan struct{})
+	go func() { // a broker that accepts the connection, then closes it
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		var scratch [maxRawPacket]byte
+		readPacket(bufio.NewReader(c), scratch[:]) // CONNECT
+		c.Write([]byte{0x20, 2, 0, 0})             // CONNACK
+		<-closed
+		c.Close()
+	}()
+	p, err := newRawPublisher("tcp://"+l.Addr().String(), "lost", 1, 0, false, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if err := p.Publish(context.Background(), 0, "t", []byte("hello"), 0, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(closed)
+	<-p.conns[0].readerDone // the reader saw the end of the connection
+	p.Flush()
+	p.Close(time.Second)
+	if p.Sent() != 0 || p.Errors() != 10 {
+		t.Errorf("sent %d, errors %d (%s): want 0 and 10, the buffer was never written", p.Sent(), p.Errors(), p.FirstError())
 	}
 }
 

@@ -26,7 +26,7 @@ type Uplink struct {
 	// backlog drains within it, alerts first, beside live outputs.
 	RateLimit ByteSize `yaml:"rate_limit"`
 	// BacklogSplit is the backlog, in outputs, above which live outputs are
-	// sent beside it (default 5000); -1 never splits, so upstream
+	// sent beside it (default 10 batches); -1 never splits, so upstream
 	// receives every priority in seq order.
 	BacklogSplit int `yaml:"backlog_split"`
 }

@@ -30,12 +30,13 @@ const (
 	DefaultBatchBytes   = 1 << 20
 	DefaultBackoffMin   = 100 * time.Millisecond
 	DefaultBackoffMax   = 30 * time.Second
-	// DefaultBacklogSplit is the backlog, in entries, above which live
-	// entries are sent beside the backlog (see Forwarder). It is not counted
-	// in batches: a batch cut to a rate cap's burst is small, one of
-	// DefaultBatchRecords large, and neither should move the point at
-	// which live outputs stop waiting.
-	DefaultBacklogSplit = 5000
+	// DefaultSplitBatches is the backlog, in batches, above which live
+	// entries are sent beside the backlog (see Forwarder). A batch counts
+	// as the records its byte bound lets through at splitEntryBytes each, so
+	// that a rate cap, which shrinks batches to its burst, shrinks the
+	// backlog live outputs wait behind with them.
+	DefaultSplitBatches = 10
+	splitEntryBytes     = 256
 	// entryOverhead is added to an entry's payload, rule and key lengths to
 	// estimate the bytes it takes on the wire (envelope members, subject or
 	// topic, headers); batches and the rate cap count these estimates.
@@ -90,9 +91,9 @@ type Status struct {
 // Forwarder moves entries from the buffer to one uplink: it reads batches from
 // the uplink's own cursor, delivers them, and acks the cursor only after the
 // upstream acknowledged the batch. A failing uplink is retried with capped
-// exponential backoff and jitter, one entry per attempt until one is
-// delivered; it never blocks other uplinks or ingest, as the buffer absorbs
-// the backlog.
+// exponential backoff and jitter, one entry per attempt while it is
+// disconnected; it never blocks other uplinks or ingest, as the buffer
+// absorbs the backlog.
 //
 // Batches. A batch holds up to the configured records and bytes (wire bytes
 // estimated as payload, rule and key plus 64); when the link is idle, a batch
@@ -225,7 +226,7 @@ func WithBackoff(min, max time.Duration) ForwarderOption {
 }
 
 // WithBacklogSplit sets the backlog, in entries, above which live entries are
-// sent beside it (default 5,000); a negative n never splits, so that
+// sent beside it (default 10 batches); a negative n never splits, so that
 // upstream receives every priority in seq order.
 func WithBacklogSplit(n int) ForwarderOption {
 	return func(c *forwardConfig) { c.split = n }
@@ -267,9 +268,6 @@ func (f *Forwarder) config() forwardConfig {
 	}
 	if c.backoffMax < c.backoffMin {
 		c.backoffMax = max(DefaultBackoffMax, c.backoffMin)
-	}
-	if c.split == 0 {
-		c.split = DefaultBacklogSplit
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -336,6 +334,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		lim = rate.NewLimiter(rate.Limit(cfg.rate), burst)
 		cfg.maxBytes = min(cfg.maxBytes, burst)
 	}
+	if cfg.split == 0 {
+		cfg.split = DefaultSplitBatches * max(1, min(cfg.maxRecords, cfg.maxBytes/splitEntryBytes))
+	}
 	ln := lanes{back: cursor}
 	var (
 		batch       []buffer.Entry
@@ -391,14 +392,22 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			bytes int
 			nLive int
 		)
-		// While deliveries fail, each retry carries a single entry (an alert
-		// if any waits). A probe costs next to nothing on a dead link, and
-		// the attempt in flight when the link comes back cannot carry
-		// summaries composed before the alerts that came during the outage:
-		// once one entry went, batches are full again, alerts first.
+		// While the link is down, each retry carries a single entry (an
+		// alert if any waits). A probe costs next to nothing on a dead
+		// link, and the attempt in flight when the link comes back cannot
+		// carry summaries composed before the alerts that came during the
+		// outage: once one entry went, batches are full again, alerts
+		// first. A delivery that failed on a live link (an entry the
+		// upstream refuses, say) is retried whole: the uplink needs the
+		// batch to find the entry.
 		records := cfg.maxRecords
 		if lastAttempt {
-			records = 1
+			// Entries came during the backoff: the live lane starts
+			// from the newest again.
+			followNewest(&ln)
+			if !connected(f.Uplink) {
+				records = 1
+			}
 		}
 		batch, next, bytes, nLive, err = f.compose(name, ln, batch[:0], records, cfg.maxBytes)
 		if err == nil && cfg.linger > 0 && !lastAttempt && len(batch) > 0 && len(batch) < cfg.maxRecords && bytes < cfg.maxBytes && !hasHigh(batch) {
@@ -644,6 +653,13 @@ func hasHigh(b []buffer.Entry) bool {
 		}
 	}
 	return false
+}
+
+// connected reports whether up says it is connected; an uplink that does
+// not say counts as connected.
+func connected(up uplink.Uplink) bool {
+	c, ok := up.(interface{ Connected() bool })
+	return !ok || c.Connected()
 }
 
 // EntrySize estimates the bytes an entry takes on the wire, as batches and

@@ -352,7 +352,7 @@ func TestForwarderDeadUplink(t *testing.T) {
 }
 
 // recorder is a NATS uplink that records the size and outcome of each
-// delivery.
+// delivery, and whether it was connected when the delivery began.
 type recorder struct {
 	*uplink.NATS
 	mu       sync.Mutex
@@ -360,16 +360,55 @@ type recorder struct {
 }
 
 type attempt struct {
-	entries int
-	failed  bool
+	entries           int
+	failed, connected bool
 }
 
 func (r *recorder) Deliver(ctx context.Context, batch []buffer.Entry) error {
+	connected := r.Connected()
 	err := r.NATS.Deliver(ctx, batch)
 	r.mu.Lock()
-	r.attempts = append(r.attempts, attempt{len(batch), err != nil})
+	r.attempts = append(r.attempts, attempt{len(batch), err != nil, connected})
 	r.mu.Unlock()
 	return err
+}
+
+// TestForwarderRefusedEntryInFastBatch: one entry of a full batch is too
+// large for the stream (which takes fast batches). The batch is retried
+// whole, one message at a time, so the uplink finds the entry: it is set
+// aside after one failed delivery, and every other entry arrives.
+func TestForwarderRefusedEntryInFastBatch(t *testing.T) {
+	ns := newNATSServer(t)
+	ns.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := ns.jetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"},
+		Storage: jetstream.FileStorage, MaxMsgSize: 1024, AllowBatchPublish: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := openBuffer(t, "up")
+	c := buffer.Commit{Entries: make([]buffer.Entry, 1000)}
+	for i := range c.Entries {
+		c.Entries[i] = buffer.Entry{Rule: "r", Payload: []byte(`{"values":{"n":1}}`)}
+	}
+	c.Entries[799].Payload = []byte(`{"pad":"` + strings.Repeat("x", 4000) + `"}`)
+	if err := buf.Commit(&c); err != nil {
+		t.Fatal(err)
+	}
+	a := newAcks()
+	up := &recorder{NATS: newUplink(t, "up", ns.url())}
+	f := NewForwarder(buf, up, WithOnAck(a.onAck), WithForwarderLogger(quiet), WithBackoff(10*time.Millisecond, 50*time.Millisecond))
+	runForwarder(t, f)
+	if !a.wait(1000, 0, 30*time.Second) {
+		t.Fatalf("cursor %+v, want 1000", a.get())
+	}
+	if got := len(readStream(t, st)); got != 999 {
+		t.Errorf("stream holds %d messages, want 999", got)
+	}
+	if f.Rejected.Load() != 1 || f.Failures.Load() != 1 {
+		t.Errorf("rejected %d, failed deliveries %d: want 1 and 1", f.Rejected.Load(), f.Failures.Load())
+	}
 }
 
 // TestForwarderOutageDrain: the upstream is unreachable while 100,000 outputs
@@ -509,17 +548,17 @@ func TestForwarderOutageDrain(t *testing.T) {
 	if up.FastBatches.Load() == 0 {
 		t.Error("no fast batch delivered")
 	}
-	// Every attempt after a failed one carried one entry, up to the first
-	// that went; the next one was a full batch again.
+	// Every attempt made while the link was down after a failed one carried
+	// one entry; the one after the first that went was a full batch again.
 	up.mu.Lock()
 	defer up.mu.Unlock()
 	retries, recovered := 0, false
 	for i := 1; i < len(up.attempts); i++ {
 		prev, cur := up.attempts[i-1], up.attempts[i]
 		switch {
-		case prev.failed && cur.entries != 1:
-			t.Errorf("attempt %d after a failed one carried %d entries, want 1", i, cur.entries)
-		case prev.failed:
+		case prev.failed && !cur.connected && cur.entries != 1:
+			t.Errorf("attempt %d, made while the link was down after a failed one, carried %d entries, want 1", i, cur.entries)
+		case prev.failed && !cur.connected:
 			retries++
 		case i >= 2 && up.attempts[i-2].failed && !prev.failed:
 			recovered = true
@@ -530,6 +569,9 @@ func TestForwarderOutageDrain(t *testing.T) {
 	}
 	if retries == 0 || !recovered {
 		t.Errorf("%d retries after a failure, recovered %v: the outage was not seen", retries, recovered)
+	}
+	if t.Failed() {
+		t.Logf("first deliveries (entries, failed, connected): %v", up.attempts[:min(len(up.attempts), 12)])
 	}
 	if early == 0 {
 		t.Errorf("no live entry was committed during the first half of the drain after the live lane's last move (after seq %d)", liveFrom)

@@ -273,7 +273,7 @@ func (m mqttRun) run(ctx context.Context) (rps, usPerMsg float64, err error) {
 	// firmware-sim offers more than the machine sustains and is stopped
 	// (SIGINT) after the window.
 	simCmd := exec.CommandContext(ctx, m.sim, "--broker", mosq.URL, "--qos", "1", "--devices", "1000",
-		"--connections", "4", "--rate", fmt.Sprint(m.rate), "--cmd-topic", "",
+		"--connections", "1", "--rate", fmt.Sprint(m.rate), "--cmd-topic", "",
 		"--client-id", "bench-ingest-sim", "--quiet", "--raw")
 	simOut, err := os.Create(filepath.Join(dir, "sim.log"))
 	if err != nil {

@@ -15,7 +15,8 @@
 //
 // Records are 200-byte envelopes delivered with uplink.Deliver in batches as
 // the forwarder composes them by default (pipeline.DefaultBatchRecords and
-// DefaultBatchBytes: 3,971 of these envelopes fill its 1 MiB). The upstream (an embedded
+// DefaultBatchBytes, counted as the forwarder counts them: 3,971 of these
+// envelopes fill its 1 MiB today). The upstream (an embedded
 // nats-server with a file-backed JetStream stream, or franz-go's kfake with
 // one broker and a topic of three partitions) runs in a child process of
 // this command, so the CPU figures are the gateway's side only.

@@ -380,19 +380,9 @@ func (r *recorder) Deliver(ctx context.Context, batch []buffer.Entry) error {
 func TestForwarderRefusedEntryInFastBatch(t *testing.T) {
 	ns := newNATSServer(t)
 	ns.start()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := ns.jetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"},
-		Storage: jetstream.FileStorage, MaxMsgSize: 1024, AllowBatchPublish: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := smallMsgStream(t, ns, true)
 	buf := openBuffer(t, "up")
-	c := buffer.Commit{Entries: make([]buffer.Entry, 1000)}
-	for i := range c.Entries {
-		c.Entries[i] = buffer.Entry{Rule: "r", Payload: []byte(`{"values":{"n":1}}`)}
-	}
-	c.Entries[799].Payload = []byte(`{"pad":"` + strings.Repeat("x", 4000) + `"}`)
+	c := withTooLarge(1000, "r", 799)
 	if err := buf.Commit(&c); err != nil {
 		t.Fatal(err)
 	}

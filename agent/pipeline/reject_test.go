@@ -22,21 +22,11 @@ import (
 func TestForwarderSetsRejectedEntriesAside(t *testing.T) {
 	ns := newNATSServer(t)
 	ns.start()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := ns.jetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"},
-		Storage: jetstream.FileStorage, MaxMsgSize: 1024, Duplicates: 10 * time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := smallMsgStream(t, ns, false)
 
 	buf := openBuffer(t, "up")
-	c := buffer.Commit{Entries: make([]buffer.Entry, 30)}
-	for i := range c.Entries {
-		c.Entries[i] = buffer.Entry{Rule: "sum", Payload: []byte(`{"values":{"n":1}}`)}
-	}
-	c.Entries[14].Payload = []byte(`{"values":{"n":1},"pad":"` + strings.Repeat("x", 4000) + `"}`) // seq 15
-	c.Entries[19].Rule = "bad rule"                                                                // seq 20
+	c := withTooLarge(30, "sum", 14) // seq 15
+	c.Entries[19].Rule = "bad rule"  // seq 20
 	if err := buf.Commit(&c); err != nil {
 		t.Fatal(err)
 	}
@@ -84,4 +74,31 @@ func TestForwarderSetsRejectedEntriesAside(t *testing.T) {
 			t.Errorf("seq %d reached the stream", m.seq)
 		}
 	}
+}
+
+// smallMsgStream creates stream T on t.>, which refuses messages over 1 KiB
+// and takes fast batches if fast is set.
+func smallMsgStream(t *testing.T, ns *natsServer, fast bool) jetstream.Stream {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := ns.jetStream().CreateStream(ctx, jetstream.StreamConfig{Name: "T", Subjects: []string{"t.>"},
+		Storage: jetstream.FileStorage, MaxMsgSize: 1024, Duplicates: 10 * time.Minute, AllowBatchPublish: fast})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// withTooLarge returns a commit of n entries of rule, those at the indexes
+// large too large for smallMsgStream.
+func withTooLarge(n int, rule string, large ...int) buffer.Commit {
+	c := buffer.Commit{Entries: make([]buffer.Entry, n)}
+	for i := range c.Entries {
+		c.Entries[i] = buffer.Entry{Rule: rule, Payload: []byte(`{"values":{"n":1}}`)}
+	}
+	for _, i := range large {
+		c.Entries[i].Payload = []byte(`{"values":{"n":1},"pad":"` + strings.Repeat("x", 4000) + `"}`)
+	}
+	return c
 }

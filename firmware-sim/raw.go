@@ -36,15 +36,15 @@ type rawPending struct {
 	ts  int64
 }
 
-// rawConn is one connection. w, nextID and buffered belong to the send
+// rawConn is one connection. w, nextID and ends belong to the send
 // loop; the reader goroutine owns r.
 type rawConn struct {
-	id       string
-	nc       net.Conn
-	w        *bufio.Writer
-	r        *bufio.Reader
-	nextID   uint16
-	buffered uint64 // QoS 0 messages written to w since the last flush
+	id     string
+	nc     net.Conn
+	w      *bufio.Writer
+	r      *bufio.Reader
+	nextID uint16
+	ends   []int // QoS 0: where each message in w's buffer ends
 
 	pending    chan rawPending // QoS 1, in publish order; its capacity is the window
 	dead       chan struct{}   // closed when the connection failed
@@ -188,21 +188,29 @@ func (p *rawPublisher) Publish(ctx context.Context, i int, topic string, payload
 		h = binary.BigEndian.AppendUint16(h, id)
 	}
 	p.hdr = h
-	// Write what is buffered before the buffer would write part of this
-	// message by itself: then c.buffered counts exactly the QoS 0 messages
-	// a failed write loses.
-	if c.w.Buffered() > 0 && c.w.Available() < len(h)+len(payload) {
+	// The buffer never writes by itself: what it holds is written (by
+	// flush) before a message would not fit, and a message larger than the
+	// whole buffer goes straight to the socket. So after a failed write,
+	// c.ends tells which QoS 0 messages went and which did not.
+	size := len(h) + len(payload)
+	if c.w.Buffered() > 0 && c.w.Available() < size {
 		if err := p.flush(c); err != nil {
 			return p.lost(err) // counted by Close if it is a QoS 1 message
 		}
 	}
-	c.w.Write(h) // an error sticks to the buffer: the next Write returns it
-	if _, err := c.w.Write(payload); err != nil {
-		p.broken(c, err)
-		return p.lost(err)
-	}
-	if p.qos == 0 {
-		c.buffered++
+	if size > c.w.Available() {
+		bufs := net.Buffers{h, payload}
+		c.nc.SetWriteDeadline(time.Now().Add(p.writeTimeout))
+		if _, err := bufs.WriteTo(c.nc); err != nil {
+			p.broken(c, 0, err)
+			return p.lost(err)
+		}
+	} else {
+		c.w.Write(h) // fits: no write to the socket, no error
+		c.w.Write(payload)
+		if p.qos == 0 {
+			c.ends = append(c.ends, c.w.Buffered())
+		}
 	}
 	p.sent.Add(1)
 	return nil
@@ -231,28 +239,31 @@ func (p *rawPublisher) lost(err error) error {
 func (p *rawPublisher) flush(c *rawConn) error {
 	if c.failed() {
 		err := fmt.Errorf("connection %s lost", c.id)
-		p.broken(c, err)
+		p.broken(c, 0, err)
 		return err
 	}
+	before := c.w.Buffered()
 	if err := c.w.Flush(); err != nil {
-		p.broken(c, err)
+		p.broken(c, before-c.w.Buffered(), err) // bufio keeps what it did not write
 		return err
 	}
-	c.buffered = 0
+	c.ends = c.ends[:0]
 	return nil
 }
 
-// broken marks c as failed after a write error or once it was lost: QoS 0
-// messages still in its buffer are counted as errors instead of sent, QoS 1
-// ones stay in the window for Close to count.
-func (p *rawPublisher) broken(c *rawConn, err error) {
-	if c.buffered > 0 {
-		p.sent.Add(^(c.buffered - 1))
-		for range c.buffered {
+// broken marks c as failed after a write error or once it was lost, when
+// the first written bytes of its buffer went to the socket: QoS 0 messages
+// that end after them are counted as errors instead of sent, QoS 1 ones
+// stay in the window for Close to count.
+func (p *rawPublisher) broken(c *rawConn, written int, err error) {
+	for _, end := range c.ends {
+		if end > written {
+			p.sent.Add(^uint64(0))
 			p.fail(fmt.Errorf("write: %w", err))
 		}
-		c.buffered = 0
 	}
+	c.ends = c.ends[:0]
+	c.w.Reset(io.Discard) // the connection is gone: what is buffered never goes
 	p.kill(c, err)
 }
 
@@ -320,7 +331,7 @@ func (p *rawPublisher) Close(grace time.Duration) {
 		}
 		lost := c.failed()
 		if !lost {
-			c.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+			c.nc.SetWriteDeadline(time.Now().Add(p.writeTimeout))
 			c.nc.Write([]byte{0xe0, 0}) // DISCONNECT
 		}
 		p.kill(c, nil)

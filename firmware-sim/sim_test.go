@@ -316,7 +316,7 @@ func TestRawWriteAfterIdle(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		p.writeTimeout = 20 * time.Millisecond
+		p.writeTimeout = 200 * time.Millisecond
 		if err := p.Connect(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -331,14 +331,18 @@ func TestRawWriteAfterIdle(t *testing.T) {
 		}
 		burst()
 		time.Sleep(3 * p.writeTimeout) // the idle gap: past any deadline the first burst set
+		// A message larger than the buffer goes straight to the socket.
+		if err := p.Publish(context.Background(), 0, "sensors/d/telemetry", bytes.Repeat([]byte("y"), 3*rawBufSize), 0, 0); err != nil {
+			t.Fatalf("qos %d: large message: %v", qos, err)
+		}
 		burst()
 		p.Close(failAfter)
-		wantAcked := uint64(600)
+		wantAcked := uint64(601)
 		if qos == 0 {
 			wantAcked = 0
 		}
-		if p.Sent() != 600 || p.Acked() != wantAcked || p.Errors() != 0 {
-			t.Errorf("qos %d: sent %d acked %d errors %d (%s), want 600, %d, 0", qos, p.Sent(), p.Acked(), p.Errors(), p.FirstError(), wantAcked)
+		if p.Sent() != 601 || p.Acked() != wantAcked || p.Errors() != 0 {
+			t.Errorf("qos %d: sent %d acked %d errors %d (%s), want 601, %d, 0", qos, p.Sent(), p.Acked(), p.Errors(), p.FirstError(), wantAcked)
 		}
 	}
 }
@@ -381,6 +385,81 @@ func TestRawLostWithBufferedQoS0(t *testing.T) {
 	p.Close(time.Second)
 	if p.Sent() != 0 || p.Errors() != 10 {
 		t.Errorf("sent %d, errors %d (%s): want 0 and 10, the buffer was never written", p.Sent(), p.Errors(), p.FirstError())
+	}
+}
+
+// TestRawPartialWrite: a broker stops reading, so a write times out part of
+// the way through the buffer. The QoS 0 messages counted as sent are
+// exactly the complete ones the broker gets; the rest count as errors.
+func TestRawPartialWrite(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	stalled := make(chan struct{})
+	got := make(chan int, 1)
+	go func() { // a broker that stalls, then counts the PUBLISHes it got
+		c, err := l.Accept()
+		if err != nil {
+			got <- -1
+			return
+		}
+		defer c.Close()
+		r := bufio.NewReader(c)
+		var scratch [maxRawPacket]byte
+		readPacket(r, scratch[:]) // CONNECT
+		c.Write([]byte{0x20, 2, 0, 0})
+		<-stalled
+		n := 0
+		for {
+			h, err := r.ReadByte()
+			if err != nil {
+				break
+			}
+			size, mul := 0, 1
+			for i := 0; ; i++ {
+				d, err := r.ReadByte()
+				if err != nil || i == 4 {
+					got <- n
+					return
+				}
+				size += int(d&0x7f) * mul
+				if d&0x80 == 0 {
+					break
+				}
+				mul *= 128
+			}
+			if _, err := io.CopyN(io.Discard, r, int64(size)); err != nil {
+				break
+			}
+			if h&0xf0 == 0x30 {
+				n++
+			}
+		}
+		got <- n
+	}()
+	p, err := newRawPublisher("tcp://"+l.Addr().String(), "partial", 1, 0, false, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.writeTimeout = 50 * time.Millisecond
+	if err := p.Connect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 200)
+	offered := 0
+	for offered < 1_000_000 {
+		offered++
+		if err := p.Publish(context.Background(), 0, "t/x", payload, 0, 0); err != nil {
+			break
+		}
+	}
+	close(stalled)
+	p.Close(time.Second)
+	n := <-got
+	if offered == 1_000_000 || uint64(n) != p.Sent() || p.Sent()+p.Errors() != uint64(offered) {
+		t.Errorf("offered %d: sent %d, errors %d (%s); the broker got %d complete messages", offered, p.Sent(), p.Errors(), p.FirstError(), n)
 	}
 }
 

@@ -439,8 +439,8 @@ func TestNATSServerDownAtBoot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	err = u.Deliver(ctx, batch)
 	cancel()
-	if !errors.Is(err, ErrNotConnected) {
-		t.Fatalf("Deliver with no server: %v, want ErrNotConnected", err)
+	if !errors.Is(err, ErrNotConnected) || !IsUnreachable(err) {
+		t.Fatalf("Deliver with no server: %v, want ErrNotConnected, unreachable", err)
 	}
 
 	s := startServer(t, port, true, t.TempDir())
@@ -544,11 +544,11 @@ func TestNATSPermanentErrors(t *testing.T) {
 	batch := entries(1, 5, "r0")
 	batch[3].Payload = fmt.Appendf(nil, `{"pad":%q}`, make([]byte, 1000))
 	err := u.Deliver(ctx, batch)
-	if p, ok := IsPermanent(err); !ok || p.Seq != 4 || !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
+	if p, ok := IsPermanent(err); !ok || p.Seq != 4 || !errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) || IsUnreachable(err) {
 		t.Errorf("too large for the stream: %v, want a PermanentError for seq 4", err)
 	}
 	err = u.Deliver(ctx, entries(7, 3, "bad subject"))
-	if p, ok := IsPermanent(err); !ok || p.Seq != 7 || !errors.Is(err, ErrInvalidSubject) {
+	if p, ok := IsPermanent(err); !ok || p.Seq != 7 || !errors.Is(err, ErrInvalidSubject) || IsUnreachable(err) {
 		t.Errorf("invalid subject: %v, want a PermanentError for seq 7", err)
 	}
 
@@ -556,7 +556,7 @@ func TestNATSPermanentErrors(t *testing.T) {
 	s.WaitForShutdown()
 	eventually(t, 10*time.Second, "disconnected", func() bool { return !u.Connected() })
 	err = u.Deliver(ctx, entries(10, 2, "r0"))
-	if _, ok := IsPermanent(err); err == nil || ok {
-		t.Errorf("server down: %v, want a transient error", err)
+	if _, ok := IsPermanent(err); err == nil || ok || !IsUnreachable(err) {
+		t.Errorf("server down: %v, want a transient error, unreachable", err)
 	}
 }

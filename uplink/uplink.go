@@ -5,6 +5,11 @@ package uplink
 import (
 	"context"
 	"errors"
+	"net"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/sluiceio/sluice/buffer"
 )
@@ -38,6 +43,22 @@ func (e *PermanentError) Unwrap() error { return e.Err }
 
 // permanent wraps err, the failure of the entry seq, as a PermanentError.
 func permanent(seq uint64, err error) error { return &PermanentError{Seq: seq, Err: err} }
+
+// IsUnreachable reports whether err says the upstream could not be reached
+// or did not answer in time (not connected, a timeout, no responders, a
+// network error), rather than that it answered and refused something. A
+// client may still believe itself connected then (a link that dropped
+// silently, a leaf node whose own upstream is gone).
+func IsUnreachable(err error) bool {
+	for _, target := range []error{ErrNotConnected, context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
+		nats.ErrConnectionClosed, nats.ErrDisconnected, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse, kgo.ErrRecordTimeout} {
+		if errors.Is(err, target) {
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
 
 // IsPermanent reports whether err is a PermanentError and returns it.
 func IsPermanent(err error) (*PermanentError, bool) {

@@ -343,6 +343,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		backoff     time.Duration
 		liveSent    uint64 // entries the live lane delivered since the split
 		lastAttempt bool   // the last round attempted a delivery that failed
+		unreachable bool   // and the upstream could not be reached
 		// rejected are the entries the uplink refused for good, left out
 		// of batches until the cursor of their priority passed them.
 		rejected = map[uint64]buffer.Priority{}
@@ -392,20 +393,21 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			bytes int
 			nLive int
 		)
-		// While the link is down, each retry carries a single entry (an
-		// alert if any waits). A probe costs next to nothing on a dead
-		// link, and the attempt in flight when the link comes back cannot
-		// carry summaries composed before the alerts that came during the
-		// outage: once one entry went, batches are full again, alerts
-		// first. A delivery that failed on a live link (an entry the
-		// upstream refuses, say) is retried whole: the uplink needs the
-		// batch to find the entry.
+		// While the link is down (the last delivery could not reach the
+		// upstream, or the uplink says it is disconnected), each retry
+		// carries a single entry (an alert if any waits). A probe costs
+		// next to nothing on a dead link, and the attempt in flight when
+		// the link comes back cannot carry summaries composed before the
+		// alerts that came during the outage: once one entry went,
+		// batches are full again, alerts first. A delivery the upstream
+		// answered with an error (an entry it refuses, say) is retried
+		// whole: the uplink needs the batch to find the entry.
 		records := cfg.maxRecords
 		if lastAttempt {
 			// Entries came during the backoff: the live lane starts
 			// from the newest again.
 			followNewest(&ln)
-			if !connected(f.Uplink) {
+			if unreachable || !connected(f.Uplink) {
 				records = 1
 			}
 		}
@@ -447,7 +449,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 					}
 				}
 				f.Failures.Add(1)
-				lastAttempt = true
+				lastAttempt, unreachable = true, uplink.IsUnreachable(err)
 				followNewest(&ln)
 				fail("deliver failed; retrying", err, "entries", len(batch), "first_seq", batch[0].Seq)
 				continue
@@ -463,7 +465,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				// moves once more, so that what comes next leads.
 				followNewest(&next)
 			}
-			backoff, lastAttempt = 0, false
+			backoff, lastAttempt, unreachable = 0, false, false
 			f.state.Store(int32(StateConnected))
 		}
 		if next.split && next.back.High >= next.liveFrom && next.back.Normal >= next.liveFrom {

@@ -36,6 +36,9 @@ func TestMQTTMaxInflight(t *testing.T) {
 	const limit, total = 5, 60
 	src, out, _, _ := startSourceWith(t, MQTTOptions{URL: m.URL, ClientID: "inflight-test", Topics: []string{"t/#"}, QoS: 1,
 		KeepAlive: 30 * time.Second, MaxInflight: limit})
+	if src.made.Load() != 0 {
+		t.Fatalf("%d slots made before any message", src.made.Load())
+	}
 
 	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("inflight-pub"))
 	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
@@ -104,4 +107,8 @@ func TestMQTTMaxInflight(t *testing.T) {
 		}
 	}
 	waitFor(t, "every slot free", func() bool { return src.Inflight() == 0 })
+	// Slots are made as the messages in flight first need them, and reused.
+	if got := src.made.Load(); got != limit {
+		t.Errorf("%d slots made for a cap of %d", got, limit)
+	}
 }

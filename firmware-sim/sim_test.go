@@ -347,30 +347,42 @@ func TestRawWriteAfterIdle(t *testing.T) {
 	}
 }
 
-// TestRawLostWithBufferedQoS0: QoS 0 messages still in the buffer when the
-// broker closed the connection are counted as errors, not as sent.
-func TestRawLostWithBufferedQoS0(t *testing.T) {
+// rawBroker listens for one raw publisher, answers its CONNECT and hands
+// the connection to serve (on a goroutine of its own); the publisher
+// returned is connected to it, at QoS 0.
+func rawBroker(t *testing.T, serve func(c net.Conn, r *bufio.Reader)) *rawPublisher {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	closed := make(chan struct{})
-	go func() { // a broker that accepts the connection, then closes it
+	t.Cleanup(func() { l.Close() })
+	go func() {
 		c, err := l.Accept()
 		if err != nil {
 			return
 		}
+		r := bufio.NewReader(c)
 		var scratch [maxRawPacket]byte
-		readPacket(bufio.NewReader(c), scratch[:]) // CONNECT
-		c.Write([]byte{0x20, 2, 0, 0})             // CONNACK
-		<-closed
-		c.Close()
+		readPacket(r, scratch[:])      // CONNECT
+		c.Write([]byte{0x20, 2, 0, 0}) // CONNACK
+		serve(c, r)
 	}()
-	p, err := newRawPublisher("tcp://"+l.Addr().String(), "lost", 1, 0, false, t.Logf)
+	p, err := newRawPublisher("tcp://"+l.Addr().String(), t.Name(), 1, 0, false, t.Logf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return p
+}
+
+// TestRawLostWithBufferedQoS0: QoS 0 messages still in the buffer when the
+// broker closed the connection are counted as errors, not as sent.
+func TestRawLostWithBufferedQoS0(t *testing.T) {
+	closed := make(chan struct{})
+	p := rawBroker(t, func(c net.Conn, _ *bufio.Reader) { // closes the connection
+		<-closed
+		c.Close()
+	})
 	if err := p.Connect(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -392,24 +404,10 @@ func TestRawLostWithBufferedQoS0(t *testing.T) {
 // the way through the buffer. The QoS 0 messages counted as sent are
 // exactly the complete ones the broker gets; the rest count as errors.
 func TestRawPartialWrite(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
 	stalled := make(chan struct{})
 	got := make(chan int, 1)
-	go func() { // a broker that stalls, then counts the PUBLISHes it got
-		c, err := l.Accept()
-		if err != nil {
-			got <- -1
-			return
-		}
+	p := rawBroker(t, func(c net.Conn, r *bufio.Reader) { // stalls, then counts the PUBLISHes it got
 		defer c.Close()
-		r := bufio.NewReader(c)
-		var scratch [maxRawPacket]byte
-		readPacket(r, scratch[:]) // CONNECT
-		c.Write([]byte{0x20, 2, 0, 0})
 		<-stalled
 		n := 0
 		for {
@@ -438,11 +436,7 @@ func TestRawPartialWrite(t *testing.T) {
 			}
 		}
 		got <- n
-	}()
-	p, err := newRawPublisher("tcp://"+l.Addr().String(), "partial", 1, 0, false, t.Logf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	p.writeTimeout = 50 * time.Millisecond
 	if err := p.Connect(context.Background()); err != nil {
 		t.Fatal(err)

@@ -2,16 +2,19 @@ package main
 
 // A lean MQTT 3.1.1 publisher for load tests (--raw): plain TCP, QoS 0 or
 // 1, clean sessions, no reconnect. The send loop encodes each PUBLISH into
-// its connection's buffer and writes the buffer when it is full, when the
-// loop is about to wait (Flush) or when the QoS 1 window is full; a reader
-// goroutine per connection settles the PUBACKs in the order of the
-// PUBLISHes, as mosquitto and mochi send them (MQTT 3.1.1 asks it of
+// its connection's buffer and writes the buffer before a message would not
+// fit, when the loop is about to wait (Flush) or when the QoS 1 window is
+// full; a reader goroutine per connection settles the PUBACKs in the order
+// of the PUBLISHes, as mosquitto and mochi send them (MQTT 3.1.1 asks it of
 // clients, 4.6; a broker that acked out of order would fail the
-// connection, its messages in flight counted as errors). paho spends most of the
-// simulator's CPU at high rates in its per-message goroutine hand-offs,
-// tokens and one write per packet; this path has none of them, so that on
-// one machine the publisher leaves the cores to the broker and the agent
-// it loads.
+// connection, its messages in flight counted as errors).
+//
+// paho spends most of the simulator's CPU at high rates in its per-message
+// goroutine hand-offs, tokens and one write per packet, and its packets
+// package allocates for each packet it encodes or reads: this path does
+// none of that per message (the CONNECT, once, goes through paho's
+// packets), so that on one machine the publisher leaves the cores to the
+// broker and the agent it loads.
 
 import (
 	"bufio"
@@ -25,6 +28,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/eclipse/paho.mqtt.golang/packets"
 )
 
 const rawBufSize = 16 << 10
@@ -104,29 +109,18 @@ func (p *rawPublisher) Connect(ctx context.Context) error {
 }
 
 func (p *rawPublisher) connect(ctx context.Context, c *rawConn) error {
-	d := net.Dialer{Timeout: connectTimeout}
-	nc, err := d.DialContext(ctx, "tcp", p.broker.Host)
+	nc, err := dialTCP(ctx, p.broker.Host, connectTimeout, p.nagle)
 	if err != nil {
 		return err
 	}
-	if p.nagle {
-		if err := nc.(*net.TCPConn).SetNoDelay(false); err != nil {
-			nc.Close()
-			return fmt.Errorf("nagle: %w", err)
-		}
-	}
 	c.nc, c.r = nc, bufio.NewReaderSize(nc, 4096)
 	c.w = bufio.NewWriterSize(deadlineWriter{nc, p.writeTimeout}, rawBufSize)
-	// CONNECT: protocol MQTT level 4, clean session, keepalive 0 (the
-	// send loop's traffic is the only sign of life: there is no pinger).
-	var b []byte
-	b = appendString(b, "MQTT")
-	b = append(b, 4, 0x02, 0, 0)
-	b = appendString(b, c.id)
-	pkt := appendLength(append([]byte(nil), 0x10), len(b))
-	pkt = append(pkt, b...)
+	// CONNECT: MQTT 3.1.1, clean session, keepalive 0 (the send loop's
+	// traffic is the only sign of life: there is no pinger).
+	cp := packets.NewControlPacket(packets.Connect).(*packets.ConnectPacket)
+	cp.ProtocolName, cp.ProtocolVersion, cp.CleanSession, cp.ClientIdentifier = "MQTT", 4, true, c.id
 	nc.SetDeadline(time.Now().Add(connectTimeout))
-	if _, err := nc.Write(pkt); err != nil {
+	if err := cp.Write(nc); err != nil {
 		nc.Close()
 		return err
 	}
@@ -293,7 +287,7 @@ func (p *rawPublisher) read(c *rawConn) {
 			case pa = <-c.pending:
 				if got := binary.BigEndian.Uint16(body); got != pa.id {
 					err = fmt.Errorf("PUBACK for packet %d, want %d (the oldest in flight)", got, pa.id)
-					p.fail(err)
+					p.fail(err) // pa is out of the window: Close will not count it
 				}
 			default:
 				err = fmt.Errorf("PUBACK for packet %d with nothing in flight", binary.BigEndian.Uint16(body))

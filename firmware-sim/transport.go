@@ -6,9 +6,11 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"net/url"
+	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/eclipse/paho.mqtt.golang/packets"
@@ -50,7 +52,18 @@ func isPlainTCP(broker string) bool {
 // dialBuffered opens a TCP connection to the broker at u, read through a
 // buffer, with Nagle's algorithm on if nagle is set.
 func dialBuffered(u *url.URL, o mqtt.ClientOptions, nagle bool) (net.Conn, error) {
-	c, err := net.DialTimeout("tcp", u.Host, o.ConnectTimeout) // 0: none, as paho's own dial
+	c, err := dialTCP(context.Background(), u.Host, o.ConnectTimeout, nagle) // 0: no timeout, as paho's own dial
+	if err != nil {
+		return nil, err
+	}
+	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
+}
+
+// dialTCP opens a TCP connection to host, with Nagle's algorithm on if nagle
+// is set (Go turns it off).
+func dialTCP(ctx context.Context, host string, timeout time.Duration, nagle bool) (net.Conn, error) {
+	d := net.Dialer{Timeout: timeout}
+	c, err := d.DialContext(ctx, "tcp", host)
 	if err != nil {
 		return nil, err
 	}
@@ -60,5 +73,5 @@ func dialBuffered(u *url.URL, o mqtt.ClientOptions, nagle bool) (net.Conn, error
 			return nil, fmt.Errorf("nagle: %w", err)
 		}
 	}
-	return &bufferedConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
+	return c, nil
 }

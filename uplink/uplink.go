@@ -50,8 +50,7 @@ func permanent(seq uint64, err error) error { return &PermanentError{Seq: seq, E
 // client may still believe itself connected then (a link that dropped
 // silently, a leaf node whose own upstream is gone).
 func IsUnreachable(err error) bool {
-	for _, target := range []error{ErrNotConnected, context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
-		nats.ErrConnectionClosed, nats.ErrDisconnected, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse, kgo.ErrRecordTimeout} {
+	for _, target := range unreachable {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -59,6 +58,11 @@ func IsUnreachable(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne)
 }
+
+// unreachable are the errors of IsUnreachable, besides net.Error.
+var unreachable = []error{ErrNotConnected, context.DeadlineExceeded, nats.ErrTimeout, nats.ErrNoResponders,
+	nats.ErrConnectionClosed, nats.ErrDisconnected, jetstream.ErrAsyncPublishTimeout, jetstream.ErrNoStreamResponse,
+	kgo.ErrRecordTimeout}
 
 // IsPermanent reports whether err is a PermanentError and returns it.
 func IsPermanent(err error) (*PermanentError, bool) {

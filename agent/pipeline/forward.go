@@ -91,9 +91,9 @@ type Status struct {
 // Forwarder moves entries from the buffer to one uplink: it reads batches from
 // the uplink's own cursor, delivers them, and acks the cursor only after the
 // upstream acknowledged the batch. A failing uplink is retried with capped
-// exponential backoff and jitter, one entry per attempt while it is
-// disconnected; it never blocks other uplinks or ingest, as the buffer
-// absorbs the backlog.
+// exponential backoff and jitter, one entry per attempt while it is down
+// (disconnected or unreachable); it never blocks other uplinks or ingest, as
+// the buffer absorbs the backlog.
 //
 // Batches. A batch holds up to the configured records and bytes (wire bytes
 // estimated as payload, rule and key plus 64); when the link is idle, a batch
@@ -404,8 +404,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		// whole: the uplink needs the batch to find the entry.
 		records := cfg.maxRecords
 		if lastAttempt {
-			// Entries came during the backoff: the live lane starts
-			// from the newest again.
+			// The live lane starts from the newest entry, as it was
+			// once the backoff is over.
 			followNewest(&ln)
 			if unreachable || !connected(f.Uplink) {
 				records = 1
@@ -450,7 +450,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				}
 				f.Failures.Add(1)
 				lastAttempt, unreachable = true, uplink.IsUnreachable(err)
-				followNewest(&ln)
 				fail("deliver failed; retrying", err, "entries", len(batch), "first_seq", batch[0].Seq)
 				continue
 			}

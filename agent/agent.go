@@ -16,6 +16,7 @@ import (
 	"github.com/sluiceio/sluice/agent/api"
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/agent/exepages"
 	"github.com/sluiceio/sluice/agent/procs"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/rules"
@@ -82,6 +83,21 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 	return a.stop()
 }
 
+// releaseStartupPages unmaps the executable's pages that start-up mapped
+// (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set: a debugger
+// that wrote breakpoints into the text before it ran would lose them.
+func releaseStartupPages(log *slog.Logger) {
+	if os.Getenv("SLUICE_KEEP_EXE_PAGES") != "" {
+		return
+	}
+	st, err := exepages.Release()
+	if err != nil {
+		log.Warn("start-up pages not released", "err", err)
+		return
+	}
+	log.Info("start-up pages released", "mappings", st.Mappings, "rss_before_kib", st.RSSFrom>>10, "rss_after_kib", st.RSSTo>>10)
+}
+
 // notifySystemd says READY=1 once the first generation's inputs subscribed,
 // then pets the watchdog while the current pipeline ticks.
 func (a *agent) notifySystemd(ctx context.Context) {
@@ -91,6 +107,7 @@ func (a *agent) notifySystemd(ctx context.Context) {
 		return
 	}
 	a.log.Info("sluice ready: every input subscribed")
+	releaseStartupPages(a.log)
 	if err := sdNotify("READY=1"); err != nil {
 		a.log.Warn("systemd notify failed", "err", err)
 	}

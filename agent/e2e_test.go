@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -304,7 +306,11 @@ func (r *rig) check(f *fleet, total int) {
 
 func TestEndToEndCountsAndAverages(t *testing.T) {
 	r := newRig(t)
-	r.startAgent()
+	// Once subscribed, the agent unmaps the start-up pages of its binary;
+	// the exact counts below are then made by an agent that maps back what
+	// it runs.
+	r.startAgentUntil("start-up pages released")
+	checkReleased(t, filepath.Join(r.dir, "agent.log"))
 	f := publish(t, r.broker.URL, 50, 10000, 0, nil)
 	if got, err := r.collector.WaitSum("n", 10000, 20*time.Second); err != nil {
 		if os.Getenv("SLUICE_DEBUG") != "" {
@@ -321,6 +327,27 @@ func TestEndToEndCountsAndAverages(t *testing.T) {
 		t.Fatalf("%v (got %v)", err, got)
 	}
 	r.check(f, 10000)
+}
+
+// checkReleased reads the agent's "start-up pages released" line: most of
+// the agent's RSS was its binary's pages, and the release must leave it at
+// less than half.
+func checkReleased(t *testing.T, log string) {
+	t.Helper()
+	b, err := os.ReadFile(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`start-up pages released" mappings=(\d+) rss_before_kib=(\d+) rss_after_kib=(\d+)`).FindSubmatch(b)
+	if m == nil {
+		t.Fatalf("no start-up pages released line in %s", log)
+	}
+	mappings, _ := strconv.Atoi(string(m[1]))
+	before, _ := strconv.Atoi(string(m[2]))
+	after, _ := strconv.Atoi(string(m[3]))
+	if mappings != 2 || after > before/2 {
+		t.Errorf("released %d mappings, RSS %d → %d KiB; want 2 (text; rodata and pclntab) and less than half", mappings, before, after)
+	}
 }
 
 func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {

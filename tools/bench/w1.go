@@ -329,9 +329,9 @@ func (b *bench) idle(ctx context.Context) error {
 		return err
 	}
 	b.report("idle_rss_mb", rss, 1, "MiB")
-	// Most of the RSS is the binary's own pages, mapped by the package
-	// inits and kept by the kernel (clean, shared and reclaimable); the
-	// anonymous part is what the agent holds.
+	// The file-backed part is the binary's own pages the idle agent maps
+	// (it unmaps those start-up mapped once every input subscribed: see
+	// package exepages); the anonymous part is what the agent holds.
 	b.report("idle_rss_anon_mb", anon, 2, "MiB")
 	b.log.Printf("idle: RSS %.1f MiB = %.1f file-backed (the binary's text and rodata) + %.2f anonymous", rss, rss-anon, anon)
 	b.log.Printf("idle: agent CPU %s over %s", c1-c0, idleWait)

@@ -3,8 +3,10 @@ package exepages
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"syscall"
@@ -14,64 +16,79 @@ import (
 // see the package doc.
 func Release() (Stats, error) {
 	var st Stats
-	exe, err := os.Stat("/proc/self/exe")
-	if err != nil {
-		return st, fmt.Errorf("release executable pages: %w", err)
-	}
-	sys, ok := exe.Sys().(*syscall.Stat_t)
-	if !ok {
-		return st, fmt.Errorf("release executable pages: no inode for /proc/self/exe")
-	}
 	maps, err := os.ReadFile("/proc/self/maps")
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
+	// The executable is the file whose mapping holds this function's code.
+	// Its device and inode are taken from the same maps file rather than
+	// from stat(/proc/self/exe): on overlayfs (containers) stat reports the
+	// overlay's device while the maps show the underlying file's.
+	exe, ok := fileAt(maps, uint64(reflect.ValueOf(Release).Pointer()))
+	if !ok {
+		return st, errors.New("release executable pages: no file mapping holds the agent's code")
+	}
 	st.RSSFrom = resident()
 	sc := bufio.NewScanner(bytes.NewReader(maps))
 	for sc.Scan() {
-		lo, hi, ok := readOnlyMapping(sc.Text(), devName(uint64(sys.Dev)), sys.Ino)
-		if !ok {
+		m, ok := parseMapping(sc.Text())
+		if !ok || m.file != exe || !m.readOnlyPrivate() {
 			continue
 		}
-		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(lo), uintptr(hi-lo), syscall.MADV_DONTNEED); errno != 0 {
-			return st, fmt.Errorf("release executable pages: madvise %x-%x: %w", lo, hi, errno)
+		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.lo), uintptr(m.hi-m.lo), syscall.MADV_DONTNEED); errno != 0 {
+			return st, fmt.Errorf("release executable pages: madvise %x-%x: %w", m.lo, m.hi, errno)
 		}
 		st.Mappings++
-		st.Bytes += int64(hi - lo)
+		st.Bytes += int64(m.hi - m.lo)
 	}
 	st.RSSTo = resident()
 	return st, nil
 }
 
-// readOnlyMapping parses a line of /proc/self/maps ("start-end perms offset
-// dev inode path") and reports the range of a private mapping of the file
-// dev, inode that cannot be written.
-func readOnlyMapping(line, dev string, inode uint64) (lo, hi uint64, ok bool) {
+// mapping is a line of /proc/self/maps: "start-end perms offset dev inode
+// path".
+type mapping struct {
+	lo, hi uint64
+	perms  string
+	file   string // "dev inode"; "" for an anonymous mapping
+}
+
+func parseMapping(line string) (mapping, bool) {
 	f := strings.Fields(line)
-	if len(f) < 6 || (f[1] != "r-xp" && f[1] != "r--p") || f[3] != dev {
-		return 0, 0, false
-	}
-	if ino, err := strconv.ParseUint(f[4], 10, 64); err != nil || ino != inode {
-		return 0, 0, false
+	if len(f) < 5 {
+		return mapping{}, false
 	}
 	start, end, found := strings.Cut(f[0], "-")
 	if !found {
-		return 0, 0, false
+		return mapping{}, false
 	}
 	lo, err1 := strconv.ParseUint(start, 16, 64)
 	hi, err2 := strconv.ParseUint(end, 16, 64)
 	if err1 != nil || err2 != nil || hi <= lo {
-		return 0, 0, false
+		return mapping{}, false
 	}
-	return lo, hi, true
+	m := mapping{lo: lo, hi: hi, perms: f[1]}
+	if f[4] != "0" {
+		m.file = f[3] + " " + f[4]
+	}
+	return m, true
 }
 
-// devName formats a device number as /proc/self/maps does (major:minor in
-// hex, the kernel's encoding of dev_t).
-func devName(dev uint64) string {
-	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
-	minor := dev&0xff | (dev>>12)&^0xff
-	return fmt.Sprintf("%02x:%02x", major, minor)
+// readOnlyPrivate reports whether the mapping is private and cannot be
+// written: its pages are the file's bytes. A writable private mapping
+// (.data) may hold pages the process wrote, which MADV_DONTNEED would
+// revert to the file's contents.
+func (m mapping) readOnlyPrivate() bool { return m.perms == "r-xp" || m.perms == "r--p" }
+
+// fileAt returns the file ("dev inode") whose mapping holds addr.
+func fileAt(maps []byte, addr uint64) (string, bool) {
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	for sc.Scan() {
+		if m, ok := parseMapping(sc.Text()); ok && m.lo <= addr && addr < m.hi && m.file != "" {
+			return m.file, true
+		}
+	}
+	return "", false
 }
 
 // resident returns the process's resident bytes (/proc/self/statm), or 0.

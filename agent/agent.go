@@ -84,8 +84,9 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 }
 
 // releaseStartupPages unmaps the executable's pages that start-up mapped
-// (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set: a debugger
-// that wrote breakpoints into the text before it ran would lose them.
+// (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set: breakpoints
+// a debugger wrote into the text before it ran, and eBPF uprobes attached
+// by then, live in private copies of text pages, which it drops.
 func releaseStartupPages(log *slog.Logger) {
 	if os.Getenv("SLUICE_KEEP_EXE_PAGES") != "" {
 		return

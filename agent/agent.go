@@ -84,9 +84,7 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 }
 
 // releaseStartupPages unmaps the executable's pages that start-up mapped
-// (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set: breakpoints
-// a debugger wrote into the text before it ran, and eBPF uprobes attached
-// by then, live in private copies of text pages, which it drops.
+// (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set.
 func releaseStartupPages(log *slog.Logger) {
 	if os.Getenv("SLUICE_KEEP_EXE_PAGES") != "" {
 		return
@@ -96,7 +94,7 @@ func releaseStartupPages(log *slog.Logger) {
 		log.Warn("start-up pages not released", "err", err)
 		return
 	}
-	log.Info("start-up pages released", "mappings", st.Mappings, "rss_before_kib", st.RSSFrom>>10, "rss_after_kib", st.RSSTo>>10)
+	log.Info("start-up pages released", "mappings", st.Mappings, "skipped", st.Skipped, "rss_before_kib", st.RSSFrom>>10, "rss_after_kib", st.RSSTo>>10)
 }
 
 // notifySystemd says READY=1 once the first generation's inputs subscribed,

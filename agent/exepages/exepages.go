@@ -12,18 +12,22 @@
 // kernel protects them from reclaim like any mapped executable page.
 //
 // Release unmaps them with madvise(MADV_DONTNEED) on the executable's
-// read-only private mappings (text, rodata, pclntab). Nothing is lost: a
-// page of those mappings is never written, so the page cache holds the same
-// bytes, and the next access maps it again with a minor fault (a major one
-// only if the kernel dropped it from the page cache meanwhile). The
-// writable mapping (.data) is never touched: its pages may have been
-// written, and dropping them would revert them to the file's contents.
+// read-only private mappings (text, rodata, pclntab) whose pages are all the
+// file's own. Nothing is lost: the page cache holds the same bytes, and the
+// next access maps a page again with a minor fault (a major one only if the
+// kernel dropped it from the page cache meanwhile). A mapping that holds a
+// page the process wrote is left alone, since dropping the page would
+// revert it to the file's bytes: the writable .data; in a PIE build, the
+// relocated .data.rel.ro, read-only once relocated (r--p, like rodata); a
+// text page where a debugger wrote a breakpoint or an eBPF uprobe was
+// attached. Such pages show in /proc/self/smaps as Anonymous.
 package exepages
 
 // Stats says what Release did.
 type Stats struct {
 	Mappings int   // executable mappings advised
 	Bytes    int64 // their size
+	Skipped  int   // read-only executable mappings left alone: they hold written pages
 	RSSFrom  int64 // the process's resident bytes before
 	RSSTo    int64 // and after
 }

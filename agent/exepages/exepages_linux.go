@@ -12,29 +12,39 @@ import (
 	"syscall"
 )
 
-// Release unmaps the pages of the running executable's read-only mappings;
-// see the package doc.
+// Release unmaps the pages of the running executable's read-only mappings
+// that hold nothing but the file's bytes; see the package doc. It fails if
+// it finds no such mapping.
 func Release() (Stats, error) {
 	var st Stats
-	maps, err := os.ReadFile("/proc/self/maps")
+	smaps, err := os.ReadFile("/proc/self/smaps")
+	if err != nil {
+		return st, fmt.Errorf("release executable pages: %w", err)
+	}
+	ms, err := parseSmaps(smaps)
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
 	// The executable is the file whose mapping holds this function's code.
-	// Its device and inode are taken from the same maps file rather than
-	// from stat(/proc/self/exe): on overlayfs (containers) stat reports the
+	// Its device and inode are taken from the same file rather than from
+	// stat(/proc/self/exe): on overlayfs, before Linux 6.8, stat reports the
 	// overlay's device while the maps show the underlying file's.
-	exe, ok := fileAt(maps, uint64(reflect.ValueOf(Release).Pointer()))
+	exe, ok := fileAt(ms, uint64(reflect.ValueOf(Release).Pointer()))
 	if !ok {
 		return st, errors.New("release executable pages: no file mapping holds the agent's code")
 	}
 	st.RSSFrom = resident()
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	for sc.Scan() {
-		m, ok := parseMapping(sc.Text())
-		if !ok || m.file != exe || !m.readOnlyPrivate() {
+	for _, m := range ms {
+		if m.file != exe || !m.readOnlyPrivate() {
 			continue
 		}
+		if m.written {
+			st.Skipped++
+			continue
+		}
+		// A page written between the read of smaps and here (a debugger
+		// setting a breakpoint at that moment) would be dropped: a window
+		// of microseconds, once per run.
 		if _, _, errno := syscall.Syscall(syscall.SYS_MADVISE, uintptr(m.lo), uintptr(m.hi-m.lo), syscall.MADV_DONTNEED); errno != 0 {
 			return st, fmt.Errorf("release executable pages: madvise %x-%x: %w", m.lo, m.hi, errno)
 		}
@@ -42,17 +52,48 @@ func Release() (Stats, error) {
 		st.Bytes += int64(m.hi - m.lo)
 	}
 	st.RSSTo = resident()
+	if st.Mappings == 0 {
+		return st, fmt.Errorf("release executable pages: no clean read-only mapping of %s (%d hold written pages)", exe, st.Skipped)
+	}
 	return st, nil
 }
 
-// mapping is a line of /proc/self/maps: "start-end perms offset dev inode
-// path".
+// mapping is a mapping of /proc/self/smaps: its header line ("start-end
+// perms offset dev inode path") and whether it holds written pages.
 type mapping struct {
-	lo, hi uint64
-	perms  string
-	file   string // "dev inode"; "" for an anonymous mapping
+	lo, hi  uint64
+	perms   string
+	file    string // "dev inode"; "" for an anonymous mapping
+	written bool   // Anonymous is not 0 kB
 }
 
+// parseSmaps returns the mappings of a /proc/self/smaps.
+func parseSmaps(b []byte) ([]mapping, error) {
+	var ms []mapping
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		line := sc.Text()
+		if m, ok := parseMapping(line); ok {
+			ms = append(ms, m)
+			continue
+		}
+		key, val, ok := strings.Cut(line, ":")
+		// A page the process wrote in a private file mapping is a copy of
+		// its own, counted as Anonymous. (Private_Dirty would not do: it
+		// also counts the file's own pages while the page cache has not
+		// written them back, as for a binary just linked.)
+		if !ok || len(ms) == 0 || key != "Anonymous" {
+			continue
+		}
+		if kb := strings.TrimSuffix(strings.TrimSpace(val), " kB"); kb != "0" {
+			ms[len(ms)-1].written = true
+		}
+	}
+	return ms, sc.Err()
+}
+
+// parseMapping parses a header line of /proc/self/smaps (the format of
+// /proc/self/maps). The fields of a mapping ("Rss:    12 kB") do not parse.
 func parseMapping(line string) (mapping, bool) {
 	f := strings.Fields(line)
 	if len(f) < 5 {
@@ -75,16 +116,14 @@ func parseMapping(line string) (mapping, bool) {
 }
 
 // readOnlyPrivate reports whether the mapping is private and cannot be
-// written: its pages are the file's bytes. A writable private mapping
-// (.data) may hold pages the process wrote, which MADV_DONTNEED would
-// revert to the file's contents.
+// written: a shared mapping's pages are the file's (MADV_DONTNEED on them
+// is harmless but pointless), and a writable one's may have been written.
 func (m mapping) readOnlyPrivate() bool { return m.perms == "r-xp" || m.perms == "r--p" }
 
 // fileAt returns the file ("dev inode") whose mapping holds addr.
-func fileAt(maps []byte, addr uint64) (string, bool) {
-	sc := bufio.NewScanner(bytes.NewReader(maps))
-	for sc.Scan() {
-		if m, ok := parseMapping(sc.Text()); ok && m.lo <= addr && addr < m.hi && m.file != "" {
+func fileAt(ms []mapping, addr uint64) (string, bool) {
+	for _, m := range ms {
+		if m.lo <= addr && addr < m.hi && m.file != "" {
 			return m.file, true
 		}
 	}

@@ -20,7 +20,8 @@
 // revert it to the file's bytes: the writable .data; in a PIE build, the
 // relocated .data.rel.ro, read-only once relocated (r--p, like rodata); a
 // text page where a debugger wrote a breakpoint or an eBPF uprobe was
-// attached. Such pages show in /proc/self/smaps as Anonymous.
+// attached. Such pages show in /proc/self/smaps as Anonymous, or as Swap
+// once swapped out.
 package exepages
 
 // Stats says what Release did.

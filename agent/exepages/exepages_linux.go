@@ -64,7 +64,7 @@ type mapping struct {
 	lo, hi  uint64
 	perms   string
 	file    string // "dev inode"; "" for an anonymous mapping
-	written bool   // Anonymous is not 0 kB
+	written bool   // Anonymous or Swap is not 0 kB
 }
 
 // parseSmaps returns the mappings of a /proc/self/smaps.
@@ -79,10 +79,11 @@ func parseSmaps(b []byte) ([]mapping, error) {
 		}
 		key, val, ok := strings.Cut(line, ":")
 		// A page the process wrote in a private file mapping is a copy of
-		// its own, counted as Anonymous. (Private_Dirty would not do: it
-		// also counts the file's own pages while the page cache has not
-		// written them back, as for a binary just linked.)
-		if !ok || len(ms) == 0 || key != "Anonymous" {
+		// its own: Anonymous while resident, Swap once swapped out (a file's
+		// own pages are never swapped, only dropped). (Private_Dirty would
+		// not do: it also counts the file's own pages while the page cache
+		// has not written them back, as for a binary just linked.)
+		if !ok || len(ms) == 0 || (key != "Anonymous" && key != "Swap") {
 			continue
 		}
 		if kb := strings.TrimSuffix(strings.TrimSpace(val), " kB"); kb != "0" {

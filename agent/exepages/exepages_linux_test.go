@@ -178,6 +178,13 @@ Anonymous:           148 kB
 01170000-011b4000 rw-p 00d70000 fe:00 123 /usr/bin/sluice
 Private_Dirty:         8 kB
 Anonymous:             8 kB
+031fe000-031ff000 r--p 00e00000 fe:00 123 /usr/bin/sluice
+Anonymous:             0 kB
+Swap:                  4 kB
+031ff000-03200000 r--p 00e01000 fe:00 123 /usr/bin/sluice
+Anonymous:             0 kB
+Swap:                  0 kB
+SwapPss:               0 kB
 011b4000-031fe000 rw-p 00000000 00:00 0
 Anonymous:           100 kB
 `
@@ -190,6 +197,8 @@ Anonymous:           100 kB
 		{0xa79000, 0x114b000, "r--p", "fe:00 123", false},
 		{0x114b000, 0x1170000, "r--p", "fe:00 123", true}, // relocated .data.rel.ro of a PIE build
 		{0x1170000, 0x11b4000, "rw-p", "fe:00 123", true},
+		{0x31fe000, 0x31ff000, "r--p", "fe:00 123", true}, // a written page swapped out
+		{0x31ff000, 0x3200000, "r--p", "fe:00 123", false},
 		{0x11b4000, 0x31fe000, "rw-p", "", true},
 	}
 	if len(ms) != len(want) {

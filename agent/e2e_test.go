@@ -348,8 +348,9 @@ func checkReleased(t *testing.T, log string) {
 		n[i], _ = strconv.Atoi(string(m[i+1]))
 	}
 	mappings, skipped, before, after := n[0], n[1], n[2], n[3]
-	if mappings != 2 || skipped != 0 || after > before/2 {
-		t.Errorf("released %d mappings (%d skipped), RSS %d → %d KiB; want 2 (text; rodata and pclntab), none skipped and less than half", mappings, skipped, before, after)
+	// A PIE build (GOFLAGS=-buildmode=pie) skips its relocated data.
+	if mappings != 2 || skipped > 1 || after > before/2 {
+		t.Errorf("released %d mappings (%d skipped), RSS %d → %d KiB; want 2 (text; rodata and pclntab), at most 1 skipped and less than half", mappings, skipped, before, after)
 	}
 }
 

@@ -67,27 +67,39 @@ type mapping struct {
 	written bool   // Anonymous or Swap is not 0 kB
 }
 
-// parseSmaps returns the mappings of a /proc/self/smaps.
+// parseSmaps returns the mappings of a /proc/self/smaps. A mapping without
+// an Anonymous line counts as written: what cannot be read is not released.
 func parseSmaps(b []byte) ([]mapping, error) {
 	var ms []mapping
+	var anonSeen []bool
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	for sc.Scan() {
 		line := sc.Text()
 		if m, ok := parseMapping(line); ok {
 			ms = append(ms, m)
+			anonSeen = append(anonSeen, false)
 			continue
 		}
-		key, val, ok := strings.Cut(line, ":")
 		// A page the process wrote in a private file mapping is a copy of
 		// its own: Anonymous while resident, Swap once swapped out (a file's
 		// own pages are never swapped, only dropped). (Private_Dirty would
 		// not do: it also counts the file's own pages while the page cache
 		// has not written them back, as for a binary just linked.)
+		key, val, ok := strings.Cut(line, ":")
 		if !ok || len(ms) == 0 || (key != "Anonymous" && key != "Swap") {
 			continue
 		}
+		last := len(ms) - 1
+		if key == "Anonymous" {
+			anonSeen[last] = true
+		}
 		if kb := strings.TrimSuffix(strings.TrimSpace(val), " kB"); kb != "0" {
-			ms[len(ms)-1].written = true
+			ms[last].written = true
+		}
+	}
+	for i := range ms {
+		if !anonSeen[i] {
+			ms[i].written = true
 		}
 	}
 	return ms, sc.Err()
@@ -117,8 +129,8 @@ func parseMapping(line string) (mapping, bool) {
 }
 
 // readOnlyPrivate reports whether the mapping is private and cannot be
-// written: a shared mapping's pages are the file's (MADV_DONTNEED on them
-// is harmless but pointless), and a writable one's may have been written.
+// written. An executable is never mapped shared, and a writable mapping's
+// pages may be written at any moment.
 func (m mapping) readOnlyPrivate() bool { return m.perms == "r-xp" || m.perms == "r--p" }
 
 // fileAt returns the file ("dev inode") whose mapping holds addr.

@@ -18,9 +18,8 @@ import (
 // revert it to the file's 1).
 var written = 1
 
-// exeRSS sums the resident kB of this test binary's mappings by
-// permissions, from /proc/self/smaps.
-func exeRSS(t *testing.T) map[string]int {
+// readSmaps returns this process's /proc/self/smaps, and parsed.
+func readSmaps(t *testing.T) ([]byte, []mapping) {
 	t.Helper()
 	b, err := os.ReadFile("/proc/self/smaps")
 	if err != nil {
@@ -30,6 +29,14 @@ func exeRSS(t *testing.T) map[string]int {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b, ms
+}
+
+// exeRSS sums the resident kB of this test binary's mappings by
+// permissions, from /proc/self/smaps.
+func exeRSS(t *testing.T) map[string]int {
+	t.Helper()
+	b, ms := readSmaps(t)
 	exe, ok := fileAt(ms, uint64(reflect.ValueOf(exeRSS).Pointer()))
 	if !ok {
 		t.Fatal("no mapping holds the test's code")
@@ -247,14 +254,7 @@ func TestWrittenPrivateMapping(t *testing.T) {
 	if clean[0] != 'F' { // read: resident
 		t.Fatalf("clean mapping reads %q", clean[0])
 	}
-	b, err := os.ReadFile("/proc/self/smaps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ms, err := parseSmaps(b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ms := readSmaps(t)
 	find := func(p []byte) mapping {
 		addr := uint64(uintptr(unsafe.Pointer(&p[0])))
 		for _, m := range ms {

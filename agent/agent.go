@@ -85,11 +85,14 @@ func runAgent(ctx context.Context, cfg *config.Config, log *slog.Logger, hooks a
 
 // releaseStartupPages unmaps the executable's pages that start-up mapped
 // (see package exepages), unless SLUICE_KEEP_EXE_PAGES is set.
-func releaseStartupPages(log *slog.Logger) {
+func releaseStartupPages(log *slog.Logger, done func(exepages.Stats, error)) {
 	if os.Getenv("SLUICE_KEEP_EXE_PAGES") != "" {
 		return
 	}
 	st, err := exepages.Release()
+	if done != nil {
+		done(st, err)
+	}
 	if err != nil {
 		log.Warn("start-up pages not released", "err", err)
 		return
@@ -106,7 +109,7 @@ func (a *agent) notifySystemd(ctx context.Context) {
 		return
 	}
 	a.log.Info("sluice ready: every input subscribed")
-	releaseStartupPages(a.log)
+	releaseStartupPages(a.log, a.hooks.released)
 	if err := sdNotify("READY=1"); err != nil {
 		a.log.Warn("systemd notify failed", "err", err)
 	}
@@ -139,10 +142,11 @@ func drainUplinks(buf *buffer.Buffer, timeout time.Duration, log *slog.Logger) {
 
 // agentHooks let callers other than `sluice run` take part in a run.
 type agentHooks struct {
-	configPath string                   // the local config file, for reload-config
-	uplinks    map[string]uplink.Uplink // used instead of building these from the config
-	ready      func()                   // called once every input is subscribed
-	apiAddr    func(net.Addr)           // called once the local API listens
+	configPath string                      // the local config file, for reload-config
+	uplinks    map[string]uplink.Uplink    // used instead of building these from the config
+	ready      func()                      // called once every input is subscribed
+	released   func(exepages.Stats, error) // called after the start-up pages were released (or not), before ready
+	apiAddr    func(net.Addr)              // called once the local API listens
 }
 
 // compactLoop gives the file back to the disk after a large backlog drained.

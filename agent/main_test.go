@@ -56,12 +56,17 @@ func TestVersionAndUsage(t *testing.T) {
 }
 
 func TestSelftest(t *testing.T) {
+	t.Setenv("SLUICE_KEEP_EXE_PAGES", "")
 	var out, errOut bytes.Buffer
 	if code := run([]string{"selftest"}, &out, &errOut); code != 0 {
 		t.Fatalf("selftest exit %d: %s", code, errOut.String())
 	}
 	if !strings.Contains(out.String(), "selftest: ok: 2000 messages from 20 devices") {
 		t.Errorf("output %q", out.String())
+	}
+	// The agent ran in this test's process and released its pages.
+	if !strings.Contains(out.String(), "selftest: start-up pages released: 2 mappings (") {
+		t.Errorf("output %q; want the release of the test binary's start-up pages", out.String())
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluiceio/sluice/agent/broker"
 	"github.com/sluiceio/sluice/agent/config"
+	"github.com/sluiceio/sluice/agent/exepages"
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/uplink"
 )
@@ -90,8 +91,18 @@ uplinks:
 	agentDone := make(chan error, 1)
 	ready := make(chan struct{})
 	apiAddr := make(chan net.Addr, 1)
+	// What the agent's release of its start-up pages did on this machine
+	// (set before ready is closed, so read after it without a lock).
+	pages := "kept (SLUICE_KEEP_EXE_PAGES is set)"
 	hooks := agentHooks{uplinks: map[string]uplink.Uplink{"memory": up}, ready: func() { close(ready) },
-		apiAddr: func(a net.Addr) { apiAddr <- a }}
+		apiAddr: func(a net.Addr) { apiAddr <- a },
+		released: func(st exepages.Stats, err error) {
+			if err != nil {
+				pages = "not released: " + err.Error()
+				return
+			}
+			pages = fmt.Sprintf("released: %d mappings (%d skipped), RSS %.1f → %.1f MiB", st.Mappings, st.Skipped, float64(st.RSSFrom)/(1<<20), float64(st.RSSTo)/(1<<20))
+		}}
 	go func() { agentDone <- runAgent(runCtx, cfg, log, hooks) }()
 	defer func() { stop(); <-agentDone }()
 	select {
@@ -144,6 +155,7 @@ uplinks:
 	}
 	fmt.Fprintf(stdout, "selftest: ok: %d messages from %d devices through %s, a rule, the durable buffer and an uplink: %d outputs, counts and averages exact\n",
 		selftestMessages, selftestDevices, via, up.outputs())
+	fmt.Fprintf(stdout, "selftest: start-up pages %s\n", pages)
 	return 0
 }
 

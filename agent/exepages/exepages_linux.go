@@ -14,7 +14,8 @@ import (
 
 // Release unmaps the pages of the running executable's read-only mappings
 // that hold nothing but the file's bytes; see the package doc. It fails if
-// it finds no such mapping.
+// it finds no such mapping, or if /proc/self/smaps does not look like the
+// kernel's account of this process.
 func Release() (Stats, error) {
 	var st Stats
 	smaps, err := os.ReadFile("/proc/self/smaps")
@@ -25,23 +26,13 @@ func Release() (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
-	// The executable is the file whose mapping holds this function's code.
-	// Its device and inode are taken from the same file rather than from
-	// stat(/proc/self/exe): on overlayfs, before Linux 6.8, stat reports the
-	// overlay's device while the maps show the underlying file's.
-	exe, ok := fileAt(ms, uint64(reflect.ValueOf(Release).Pointer()))
-	if !ok {
-		return st, errors.New("release executable pages: no file mapping holds the agent's code")
+	release, skipped, err := plan(ms, uint64(reflect.ValueOf(Release).Pointer()))
+	st.Skipped = skipped
+	if err != nil {
+		return st, fmt.Errorf("release executable pages: %w", err)
 	}
 	st.RSSFrom = resident()
-	for _, m := range ms {
-		if m.file != exe || !m.readOnlyPrivate() {
-			continue
-		}
-		if m.written {
-			st.Skipped++
-			continue
-		}
+	for _, m := range release {
 		// A page written between the read of smaps and here (a debugger
 		// setting a breakpoint at that moment) would be dropped: a window
 		// of microseconds, once per run.
@@ -52,10 +43,45 @@ func Release() (Stats, error) {
 		st.Bytes += int64(m.hi - m.lo)
 	}
 	st.RSSTo = resident()
-	if st.Mappings == 0 {
-		return st, fmt.Errorf("release executable pages: no clean read-only mapping of %s (%d hold written pages)", exe, st.Skipped)
-	}
 	return st, nil
+}
+
+// plan returns the mappings to release: the read-only private mappings,
+// holding no written page, of the file whose mapping holds the code at pc
+// (the executable), and how many of its read-only mappings hold written
+// pages.
+//
+// The executable's device and inode are taken from the same smaps rather
+// than from stat(/proc/self/exe): on overlayfs, before Linux 6.8, stat
+// reports the overlay's device while the maps show the underlying file's.
+//
+// The mapping that holds the running code must be r-xp. Under qemu-user the
+// smaps are the emulator's account of the guest: qemu 7.2 shows the code as
+// r--p, at addresses that do not match the ELF's (0x11000 for a segment
+// loaded at 0x10000), and a release there made the selftest fail ("dial
+// tcp: bad file descriptor") in 2 of 5 runs. So anything else is refused.
+func plan(ms []mapping, pc uint64) (release []mapping, skipped int, err error) {
+	code, ok := mappingAt(ms, pc)
+	if !ok {
+		return nil, 0, errors.New("no file mapping holds the agent's code")
+	}
+	if code.perms != "r-xp" {
+		return nil, 0, fmt.Errorf("the mapping holding the running code is %s, not r-xp: /proc/self/smaps does not describe this process as the kernel runs it (an emulator such as qemu-user?)", code.perms)
+	}
+	for _, m := range ms {
+		if m.file != code.file || !m.readOnlyPrivate() {
+			continue
+		}
+		if m.written {
+			skipped++
+			continue
+		}
+		release = append(release, m)
+	}
+	if len(release) == 0 {
+		return nil, skipped, fmt.Errorf("no clean read-only mapping of %s (%d hold written pages)", code.file, skipped)
+	}
+	return release, skipped, nil
 }
 
 // mapping is a mapping of /proc/self/smaps: its header line ("start-end
@@ -133,14 +159,14 @@ func parseMapping(line string) (mapping, bool) {
 // pages may be written at any moment.
 func (m mapping) readOnlyPrivate() bool { return m.perms == "r-xp" || m.perms == "r--p" }
 
-// fileAt returns the file ("dev inode") whose mapping holds addr.
-func fileAt(ms []mapping, addr uint64) (string, bool) {
+// mappingAt returns the file mapping that holds addr.
+func mappingAt(ms []mapping, addr uint64) (mapping, bool) {
 	for _, m := range ms {
 		if m.lo <= addr && addr < m.hi && m.file != "" {
-			return m.file, true
+			return m, true
 		}
 	}
-	return "", false
+	return mapping{}, false
 }
 
 // resident returns the process's resident bytes (/proc/self/statm), or 0.

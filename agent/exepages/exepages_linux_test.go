@@ -2,6 +2,7 @@ package exepages
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -37,7 +38,8 @@ func readSmaps(t *testing.T) ([]byte, []mapping) {
 func exeRSS(t *testing.T) map[string]int {
 	t.Helper()
 	b, ms := readSmaps(t)
-	exe, ok := fileAt(ms, uint64(reflect.ValueOf(exeRSS).Pointer()))
+	code, ok := mappingAt(ms, uint64(reflect.ValueOf(exeRSS).Pointer()))
+	exe := code.file
 	if !ok {
 		t.Fatal("no mapping holds the test's code")
 	}
@@ -148,7 +150,7 @@ func TestParseMapping(t *testing.T) {
 	}
 }
 
-func TestFileAt(t *testing.T) {
+func TestMappingAt(t *testing.T) {
 	ms, err := parseSmaps([]byte(`00400000-00a79000 r-xp 00000000 fe:00 123 /usr/bin/sluice
 00a79000-0114b000 r--p 00679000 fe:00 123 /usr/bin/sluice
 011b4000-031fe000 rw-p 00000000 00:00 0
@@ -156,10 +158,42 @@ func TestFileAt(t *testing.T) {
 	if err != nil || len(ms) != 3 {
 		t.Fatalf("parseSmaps: %d mappings, %v; want 3", len(ms), err)
 	}
-	for addr, want := range map[uint64]string{0x400000: "fe:00 123", 0xa78fff: "fe:00 123", 0xa79000: "fe:00 123", 0x11b4000: "", 0x3000000: "", 0x10: ""} {
-		got, ok := fileAt(ms, addr)
-		if got != want || ok != (want != "") {
-			t.Errorf("fileAt(%#x) = %q, %v; want %q", addr, got, ok, want)
+	for addr, want := range map[uint64]uint64{0x400000: 0x400000, 0xa78fff: 0x400000, 0xa79000: 0xa79000, 0x11b4000: 0, 0x3000000: 0, 0x10: 0} {
+		m, ok := mappingAt(ms, addr)
+		if m.lo != want || ok != (want != 0) {
+			t.Errorf("mappingAt(%#x) = %+v, %v; want the one from %#x", addr, m, ok, want)
+		}
+	}
+}
+
+// TestPlan picks what Release advises from smaps as this machine, a PIE
+// build, qemu-user and a broken /proc show them.
+func TestPlan(t *testing.T) {
+	const pc = 0x400100
+	exe := func(lo, hi uint64, perms string, written bool) mapping {
+		return mapping{lo: lo, hi: hi, perms: perms, file: "fe:00 123", written: written}
+	}
+	other := mapping{lo: 0x7f0000, hi: 0x7f1000, perms: "r--p", file: "fe:00 999"}
+	anon := mapping{lo: 0x11b4000, hi: 0x31fe000, perms: "rw-p", written: true}
+	text, rodata := exe(0x400000, 0xa79000, "r-xp", false), exe(0xa79000, 0x114b000, "r--p", false)
+	relro, data := exe(0x114b000, 0x1170000, "r--p", true), exe(0x1170000, 0x11b4000, "rw-p", true)
+	for _, c := range []struct {
+		name    string
+		ms      []mapping
+		release []mapping
+		skipped int
+		err     string
+	}{
+		{"static", []mapping{text, rodata, data, anon, other}, []mapping{text, rodata}, 0, ""},
+		{"pie", []mapping{text, rodata, relro, data, anon}, []mapping{text, rodata}, 1, ""},
+		{"breakpoint in the text", []mapping{exe(0x400000, 0xa79000, "r-xp", true), rodata, data}, []mapping{rodata}, 1, ""},
+		{"qemu-user 7.2", []mapping{exe(0x400000, 0xa79000, "r--p", false), rodata, data}, nil, 0, "not r-xp"},
+		{"code not in a file mapping", []mapping{rodata, data, anon}, nil, 0, "no file mapping holds"},
+		{"nothing clean", []mapping{exe(0x400000, 0xa79000, "r-xp", true), relro, data}, nil, 2, "no clean read-only mapping"},
+	} {
+		release, skipped, err := plan(c.ms, pc)
+		if fmt.Sprint(release) != fmt.Sprint(c.release) || skipped != c.skipped || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: plan = %+v, %d, %v; want %+v, %d, %q", c.name, release, skipped, err, c.release, c.skipped, c.err)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"unsafe"
 )
 
 // Release unmaps the pages of the running executable's read-only mappings
@@ -26,9 +27,13 @@ func Release() (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
-	release, skipped, err := plan(ms, uint64(reflect.ValueOf(Release).Pointer()))
+	code := reflect.ValueOf(Release)
+	release, skipped, err := plan(ms, uint64(code.Pointer()))
 	st.Skipped = skipped
 	if err != nil {
+		return st, fmt.Errorf("release executable pages: %w", err)
+	}
+	if err := codeMatchesFile(ms, code); err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
 	st.RSSFrom = resident()
@@ -84,6 +89,35 @@ func plan(ms []mapping, pc uint64) (release []mapping, skipped int, err error) {
 	return release, skipped, nil
 }
 
+// codeMatchesFile checks that smaps places the executable where it is: the
+// bytes of fn's code in memory must be the file's at the offset its mapping
+// claims. An emulator that shows the mappings a page away (qemu-user 7.2
+// does) fails it whatever permissions it prints.
+func codeMatchesFile(ms []mapping, fn reflect.Value) error {
+	pc := uint64(fn.Pointer())
+	m, ok := mappingAt(ms, pc)
+	if !ok {
+		return errors.New("no file mapping holds the agent's code")
+	}
+	const n = 64
+	if m.hi-pc < n {
+		return nil // too near the end of the mapping to compare; nothing seen to be wrong
+	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	want := make([]byte, n)
+	if _, err := f.ReadAt(want, int64(m.off+pc-m.lo)); err != nil {
+		return fmt.Errorf("read the executable at the code's offset: %w", err)
+	}
+	if got := unsafe.Slice((*byte)(fn.UnsafePointer()), n); !bytes.Equal(got, want) {
+		return fmt.Errorf("the code at %#x is not the executable's bytes at offset %#x: /proc/self/smaps does not describe this process as the kernel runs it (an emulator?)", pc, m.off+pc-m.lo)
+	}
+	return nil
+}
+
 // mapping is a mapping of /proc/self/smaps: its header line ("start-end
 // perms offset dev inode path") and whether it holds written pages.
 type mapping struct {
@@ -91,6 +125,7 @@ type mapping struct {
 	perms   string
 	file    string // "dev inode"; "" for an anonymous mapping
 	written bool   // Anonymous or Swap is not 0 kB
+	off     uint64 // offset in the file of lo
 }
 
 // parseSmaps returns the mappings of a /proc/self/smaps. A mapping without
@@ -144,10 +179,11 @@ func parseMapping(line string) (mapping, bool) {
 	}
 	lo, err1 := strconv.ParseUint(start, 16, 64)
 	hi, err2 := strconv.ParseUint(end, 16, 64)
-	if err1 != nil || err2 != nil || hi <= lo {
+	off, err3 := strconv.ParseUint(f[2], 16, 64)
+	if err1 != nil || err2 != nil || err3 != nil || hi <= lo {
 		return mapping{}, false
 	}
-	m := mapping{lo: lo, hi: hi, perms: f[1]}
+	m := mapping{lo: lo, hi: hi, perms: f[1], off: off}
 	if f[4] != "0" {
 		m.file = f[3] + " " + f[4]
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -125,12 +126,12 @@ func TestParseMapping(t *testing.T) {
 		m    mapping
 		ok   bool
 	}{
-		{"00400000-00a79000 r-xp 00000000 fe:00 123 /usr/bin/sluice", mapping{0x400000, 0xa79000, "r-xp", "fe:00 123", false}, true},
-		{"00a79000-0114b000 r--p 00679000 fe:00 123 /usr/bin/sluice (deleted)", mapping{0xa79000, 0x114b000, "r--p", "fe:00 123", false}, true},
-		{"0114b000-011b4000 rw-p 00d4b000 fe:00 123 /usr/bin/sluice", mapping{0x114b000, 0x11b4000, "rw-p", "fe:00 123", false}, true},
-		{"7f00000000-7f00008000 r--s 00000000 103:03 77 /var/lib/sluice/buffer.db", mapping{0x7f00000000, 0x7f00008000, "r--s", "103:03 77", false}, true},
-		{"011b4000-031fe000 rw-p 00000000 00:00 0", mapping{0x11b4000, 0x31fe000, "rw-p", "", false}, true},
-		{"ffff0000-ffff1000 r-xp 00000000 00:00 0 [vectors]", mapping{0xffff0000, 0xffff1000, "r-xp", "", false}, true},
+		{"00400000-00a79000 r-xp 00000000 fe:00 123 /usr/bin/sluice", mapping{0x400000, 0xa79000, "r-xp", "fe:00 123", false, 0}, true},
+		{"00a79000-0114b000 r--p 00679000 fe:00 123 /usr/bin/sluice (deleted)", mapping{0xa79000, 0x114b000, "r--p", "fe:00 123", false, 0x679000}, true},
+		{"0114b000-011b4000 rw-p 00d4b000 fe:00 123 /usr/bin/sluice", mapping{0x114b000, 0x11b4000, "rw-p", "fe:00 123", false, 0xd4b000}, true},
+		{"7f00000000-7f00008000 r--s 00000000 103:03 77 /var/lib/sluice/buffer.db", mapping{0x7f00000000, 0x7f00008000, "r--s", "103:03 77", false, 0}, true},
+		{"011b4000-031fe000 rw-p 00000000 00:00 0", mapping{0x11b4000, 0x31fe000, "rw-p", "", false, 0}, true},
+		{"ffff0000-ffff1000 r-xp 00000000 00:00 0 [vectors]", mapping{0xffff0000, 0xffff1000, "r-xp", "", false, 0}, true},
 		{"Rss:                5220 kB", mapping{}, false},
 		{"VmFlags: rd ex mr mw me sd", mapping{}, false},
 		{"zz-00a79000 r-xp 00000000 fe:00 123 /usr/bin/sluice", mapping{}, false},
@@ -237,14 +238,14 @@ Anonymous:           100 kB
 		t.Fatal(err)
 	}
 	want := []mapping{
-		{0x400000, 0xa79000, "r-xp", "fe:00 123", false},
-		{0xa79000, 0x114b000, "r--p", "fe:00 123", false},
-		{0x114b000, 0x1170000, "r--p", "fe:00 123", true}, // relocated .data.rel.ro of a PIE build
-		{0x1170000, 0x11b4000, "rw-p", "fe:00 123", true},
-		{0x31fe000, 0x31ff000, "r--p", "fe:00 123", true}, // a written page swapped out
-		{0x31ff000, 0x3200000, "r--p", "fe:00 123", false},
-		{0x3200000, 0x3201000, "r--p", "fe:00 123", true}, // no Anonymous line: not known to be clean
-		{0x11b4000, 0x31fe000, "rw-p", "", true},
+		{0x400000, 0xa79000, "r-xp", "fe:00 123", false, 0},
+		{0xa79000, 0x114b000, "r--p", "fe:00 123", false, 0x679000},
+		{0x114b000, 0x1170000, "r--p", "fe:00 123", true, 0xd4b000}, // relocated .data.rel.ro of a PIE build
+		{0x1170000, 0x11b4000, "rw-p", "fe:00 123", true, 0xd70000},
+		{0x31fe000, 0x31ff000, "r--p", "fe:00 123", true, 0xe00000}, // a written page swapped out
+		{0x31ff000, 0x3200000, "r--p", "fe:00 123", false, 0xe01000},
+		{0x3200000, 0x3201000, "r--p", "fe:00 123", true, 0xe02000}, // no Anonymous line: not known to be clean
+		{0x11b4000, 0x31fe000, "rw-p", "", true, 0},
 	}
 	if len(ms) != len(want) {
 		t.Fatalf("%d mappings, want %d: %+v", len(ms), len(want), ms)
@@ -304,5 +305,24 @@ func TestWrittenPrivateMapping(t *testing.T) {
 	}
 	if m := find(clean); m.perms != "r--p" || m.written {
 		t.Errorf("untouched mapping: %+v; want r--p and not written", m)
+	}
+}
+
+// TestCodeMatchesFile checks the code's bytes against the executable at the
+// offset smaps gives, as read here and as an emulator that shows the
+// mappings a page away would give it.
+func TestCodeMatchesFile(t *testing.T) {
+	_, ms := readSmaps(t)
+	fn := reflect.ValueOf(TestCodeMatchesFile)
+	if err := codeMatchesFile(ms, fn); err != nil {
+		t.Fatalf("this process: %v", err)
+	}
+	shifted := slices.Clone(ms)
+	for i := range shifted {
+		shifted[i].lo += 0x1000
+		shifted[i].hi += 0x1000
+	}
+	if err := codeMatchesFile(shifted, fn); err == nil || !strings.Contains(err.Error(), "not the executable's bytes") {
+		t.Errorf("mappings shown a page away: %v; want the code found not to match", err)
 	}
 }

@@ -27,14 +27,14 @@ func Release() (Stats, error) {
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
-	code := reflect.ValueOf(Release)
-	release, skipped, err := plan(ms, uint64(code.Pointer()))
-	st.Skipped = skipped
+	code, err := codeMapping(ms, reflect.ValueOf(Release))
 	if err != nil {
 		return st, fmt.Errorf("release executable pages: %w", err)
 	}
-	if err := codeMatchesFile(ms, code); err != nil {
-		return st, fmt.Errorf("release executable pages: %w", err)
+	release, skipped := pick(ms, code.file)
+	st.Skipped = skipped
+	if len(release) == 0 {
+		return st, fmt.Errorf("release executable pages: no clean read-only mapping of %s (%d hold written pages)", code.file, skipped)
 	}
 	st.RSSFrom = resident()
 	for _, m := range release {
@@ -51,30 +51,52 @@ func Release() (Stats, error) {
 	return st, nil
 }
 
-// plan returns the mappings to release: the read-only private mappings,
-// holding no written page, of the file whose mapping holds the code at pc
-// (the executable), and how many of its read-only mappings hold written
-// pages.
+// codeMapping returns the mapping that holds fn's code, the executable's,
+// once it checked that smaps places it as the kernel runs it: the mapping
+// is r-xp, and fn's bytes in memory are the file's at the offset the
+// mapping claims.
 //
-// The executable's device and inode are taken from the same smaps rather
-// than from stat(/proc/self/exe): on overlayfs, before Linux 6.8, stat
-// reports the overlay's device while the maps show the underlying file's.
+// Its device and inode identify the executable's other mappings; they are
+// taken from smaps rather than from stat(/proc/self/exe) because on
+// overlayfs, before Linux 6.8, stat reports the overlay's device while the
+// maps show the underlying file's.
 //
-// The mapping that holds the running code must be r-xp. Under qemu-user the
-// smaps are the emulator's account of the guest: qemu 7.2 shows the code as
-// r--p, at addresses that do not match the ELF's (0x11000 for a segment
-// loaded at 0x10000), and a release there made the selftest fail ("dial
-// tcp: bad file descriptor") in 2 of 5 runs. So anything else is refused.
-func plan(ms []mapping, pc uint64) (release []mapping, skipped int, err error) {
-	code, ok := mappingAt(ms, pc)
+// Under qemu-user the smaps are the emulator's account of the guest: qemu
+// 7.2 shows the code as r--p, at addresses that do not match the ELF's
+// (0x11000 for a segment loaded at 0x10000; the byte check fails there as
+// well), and a release there made the selftest fail ("dial tcp: bad file
+// descriptor") in 2 of 5 runs.
+func codeMapping(ms []mapping, fn reflect.Value) (mapping, error) {
+	pc := uint64(fn.Pointer())
+	m, ok := mappingAt(ms, pc)
 	if !ok {
-		return nil, 0, errors.New("no file mapping holds the agent's code")
+		return m, errors.New("no file mapping holds the agent's code")
 	}
-	if code.perms != "r-xp" {
-		return nil, 0, fmt.Errorf("the mapping holding the running code is %s, not r-xp: /proc/self/smaps does not describe this process as the kernel runs it (an emulator such as qemu-user?)", code.perms)
+	if m.perms != "r-xp" {
+		return m, fmt.Errorf("the mapping holding the running code is %s, not r-xp: /proc/self/smaps does not describe this process as the kernel runs it (an emulator such as qemu-user?)", m.perms)
 	}
+	f, err := os.Open("/proc/self/exe")
+	if err != nil {
+		return m, err
+	}
+	defer f.Close()
+	off := m.off + pc - m.lo
+	want := make([]byte, min(64, m.hi-pc))
+	if _, err := f.ReadAt(want, int64(off)); err != nil {
+		return m, fmt.Errorf("read the executable at the code's offset %#x: %w", off, err)
+	}
+	if got := unsafe.Slice((*byte)(fn.UnsafePointer()), len(want)); !bytes.Equal(got, want) {
+		return m, fmt.Errorf("the code at %#x is not the executable's bytes at offset %#x: /proc/self/smaps does not describe this process as the kernel runs it (an emulator?)", pc, off)
+	}
+	return m, nil
+}
+
+// pick returns the mappings of file to release, its read-only private
+// mappings that hold no written page, and how many of its read-only
+// mappings hold written pages.
+func pick(ms []mapping, file string) (release []mapping, skipped int) {
 	for _, m := range ms {
-		if m.file != code.file || !m.readOnlyPrivate() {
+		if m.file != file || !m.readOnlyPrivate() {
 			continue
 		}
 		if m.written {
@@ -83,39 +105,7 @@ func plan(ms []mapping, pc uint64) (release []mapping, skipped int, err error) {
 		}
 		release = append(release, m)
 	}
-	if len(release) == 0 {
-		return nil, skipped, fmt.Errorf("no clean read-only mapping of %s (%d hold written pages)", code.file, skipped)
-	}
-	return release, skipped, nil
-}
-
-// codeMatchesFile checks that smaps places the executable where it is: the
-// bytes of fn's code in memory must be the file's at the offset its mapping
-// claims. An emulator that shows the mappings a page away (qemu-user 7.2
-// does) fails it whatever permissions it prints.
-func codeMatchesFile(ms []mapping, fn reflect.Value) error {
-	pc := uint64(fn.Pointer())
-	m, ok := mappingAt(ms, pc)
-	if !ok {
-		return errors.New("no file mapping holds the agent's code")
-	}
-	const n = 64
-	if m.hi-pc < n {
-		return nil // too near the end of the mapping to compare; nothing seen to be wrong
-	}
-	f, err := os.Open("/proc/self/exe")
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	want := make([]byte, n)
-	if _, err := f.ReadAt(want, int64(m.off+pc-m.lo)); err != nil {
-		return fmt.Errorf("read the executable at the code's offset: %w", err)
-	}
-	if got := unsafe.Slice((*byte)(fn.UnsafePointer()), n); !bytes.Equal(got, want) {
-		return fmt.Errorf("the code at %#x is not the executable's bytes at offset %#x: /proc/self/smaps does not describe this process as the kernel runs it (an emulator?)", pc, m.off+pc-m.lo)
-	}
-	return nil
+	return release, skipped
 }
 
 // mapping is a mapping of /proc/self/smaps: its header line ("start-end

@@ -167,10 +167,9 @@ func TestMappingAt(t *testing.T) {
 	}
 }
 
-// TestPlan picks what Release advises from smaps as this machine, a PIE
-// build, qemu-user and a broken /proc show them.
-func TestPlan(t *testing.T) {
-	const pc = 0x400100
+// TestPick picks what Release advises among the executable's mappings as
+// a static build, a PIE and a process with a breakpoint show them.
+func TestPick(t *testing.T) {
 	exe := func(lo, hi uint64, perms string, written bool) mapping {
 		return mapping{lo: lo, hi: hi, perms: perms, file: "fe:00 123", written: written}
 	}
@@ -183,18 +182,15 @@ func TestPlan(t *testing.T) {
 		ms      []mapping
 		release []mapping
 		skipped int
-		err     string
 	}{
-		{"static", []mapping{text, rodata, data, anon, other}, []mapping{text, rodata}, 0, ""},
-		{"pie", []mapping{text, rodata, relro, data, anon}, []mapping{text, rodata}, 1, ""},
-		{"breakpoint in the text", []mapping{exe(0x400000, 0xa79000, "r-xp", true), rodata, data}, []mapping{rodata}, 1, ""},
-		{"qemu-user 7.2", []mapping{exe(0x400000, 0xa79000, "r--p", false), rodata, data}, nil, 0, "not r-xp"},
-		{"code not in a file mapping", []mapping{rodata, data, anon}, nil, 0, "no file mapping holds"},
-		{"nothing clean", []mapping{exe(0x400000, 0xa79000, "r-xp", true), relro, data}, nil, 2, "no clean read-only mapping"},
+		{"static", []mapping{text, rodata, data, anon, other}, []mapping{text, rodata}, 0},
+		{"pie", []mapping{text, rodata, relro, data, anon}, []mapping{text, rodata}, 1},
+		{"breakpoint in the text", []mapping{exe(0x400000, 0xa79000, "r-xp", true), rodata, data}, []mapping{rodata}, 1},
+		{"nothing clean", []mapping{exe(0x400000, 0xa79000, "r-xp", true), relro, data}, nil, 2},
 	} {
-		release, skipped, err := plan(c.ms, pc)
-		if fmt.Sprint(release) != fmt.Sprint(c.release) || skipped != c.skipped || (err == nil) != (c.err == "") || err != nil && !strings.Contains(err.Error(), c.err) {
-			t.Errorf("%s: plan = %+v, %d, %v; want %+v, %d, %q", c.name, release, skipped, err, c.release, c.skipped, c.err)
+		release, skipped := pick(c.ms, "fe:00 123")
+		if fmt.Sprint(release) != fmt.Sprint(c.release) || skipped != c.skipped {
+			t.Errorf("%s: pick = %+v, %d; want %+v, %d", c.name, release, skipped, c.release, c.skipped)
 		}
 	}
 }
@@ -211,15 +207,10 @@ Private_Dirty:      5220 kB
 Anonymous:             0 kB
 VmFlags: rd ex mr mw me sd
 00a79000-0114b000 r--p 00679000 fe:00 123 /usr/bin/sluice
-Rss:                5192 kB
-Private_Dirty:         0 kB
 Anonymous:             0 kB
 0114b000-01170000 r--p 00d4b000 fe:00 123 /usr/bin/sluice
-Rss:                 148 kB
-Private_Dirty:       148 kB
 Anonymous:           148 kB
 01170000-011b4000 rw-p 00d70000 fe:00 123 /usr/bin/sluice
-Private_Dirty:         8 kB
 Anonymous:             8 kB
 031fe000-031ff000 r--p 00e00000 fe:00 123 /usr/bin/sluice
 Anonymous:             0 kB
@@ -308,21 +299,46 @@ func TestWrittenPrivateMapping(t *testing.T) {
 	}
 }
 
-// TestCodeMatchesFile checks the code's bytes against the executable at the
-// offset smaps gives, as read here and as an emulator that shows the
-// mappings a page away would give it.
-func TestCodeMatchesFile(t *testing.T) {
+// TestCodeMapping finds this test's code in its own smaps, and refuses
+// the same smaps as an emulator could show them: the code's mapping not
+// r-xp (qemu-user 7.2), every mapping a page away (qemu-user 7.2 on
+// armv7), or no file mapping holding the code.
+func TestCodeMapping(t *testing.T) {
 	_, ms := readSmaps(t)
-	fn := reflect.ValueOf(TestCodeMatchesFile)
-	if err := codeMatchesFile(ms, fn); err != nil {
+	fn := reflect.ValueOf(TestCodeMapping)
+	m, err := codeMapping(ms, fn)
+	if err != nil {
 		t.Fatalf("this process: %v", err)
 	}
-	shifted := slices.Clone(ms)
-	for i := range shifted {
-		shifted[i].lo += 0x1000
-		shifted[i].hi += 0x1000
+	if pc := uint64(fn.Pointer()); m.perms != "r-xp" || m.file == "" || pc < m.lo || pc >= m.hi {
+		t.Errorf("this process: %+v; want the r-xp file mapping holding %#x", m, pc)
 	}
-	if err := codeMatchesFile(shifted, fn); err == nil || !strings.Contains(err.Error(), "not the executable's bytes") {
-		t.Errorf("mappings shown a page away: %v; want the code found not to match", err)
+	edit := func(f func(*mapping)) []mapping {
+		c := slices.Clone(ms)
+		for i := range c {
+			f(&c[i])
+		}
+		return c
+	}
+	for _, c := range []struct {
+		name string
+		ms   []mapping
+		err  string
+	}{
+		{"code r--p", edit(func(x *mapping) {
+			if x.file == m.file && x.perms == "r-xp" {
+				x.perms = "r--p"
+			}
+		}), "not r-xp"},
+		{"a page away", edit(func(x *mapping) { x.lo, x.hi = x.lo+0x1000, x.hi+0x1000 }), "not the executable's bytes"},
+		{"code anonymous", edit(func(x *mapping) {
+			if x.file == m.file {
+				x.file = ""
+			}
+		}), "no file mapping holds"},
+	} {
+		if _, err := codeMapping(c.ms, fn); err == nil || !strings.Contains(err.Error(), c.err) {
+			t.Errorf("%s: %v; want an error saying %q", c.name, err, c.err)
+		}
 	}
 }

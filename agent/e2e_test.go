@@ -201,7 +201,7 @@ func temperature(i int) float64 { return float64((i*37)%900)/10 - 20 } // -20.0 
 // called with the number sent so far.
 func publish(t *testing.T, url string, devices, n int, rate float64, progress func(int)) *fleet {
 	t.Helper()
-	f, err := tryPublish(url, devices, n, rate, progress)
+	f, err := tryPublish(url, 1, devices, n, rate, progress)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,7 +210,7 @@ func publish(t *testing.T, url string, devices, n int, rate float64, progress fu
 
 // tryPublish is publish for goroutines other than the test's, which must
 // not call t.Fatal: it returns the error instead.
-func tryPublish(url string, devices, n int, rate float64, progress func(int)) (*fleet, error) {
+func tryPublish(url string, qos byte, devices, n int, rate float64, progress func(int)) (*fleet, error) {
 	o := mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("e2e-pub-%d", time.Now().UnixNano())).SetAutoReconnect(true)
 	c := mqtt.NewClient(o)
 	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -229,7 +229,7 @@ func tryPublish(url string, devices, n int, rate float64, progress func(int)) (*
 		dev := fmt.Sprintf("dev-%d", i%devices)
 		v := temperature(i)
 		payload := fmt.Sprintf(`{"device":%q,"temperature":%.1f,"humidity":41.2,"ts":%d}`, dev, v, time.Now().UnixMilli())
-		tokens = append(tokens, c.Publish("sensors/"+dev+"/telemetry", 1, false, payload))
+		tokens = append(tokens, c.Publish("sensors/"+dev+"/telemetry", qos, false, payload))
 		f.sum[dev] += v
 		if f.count[dev] == 0 || v > f.max[dev] {
 			f.max[dev] = v
@@ -354,6 +354,22 @@ func checkReleased(t *testing.T, log string) {
 	}
 }
 
+// TestEndToEndQoS0CountsAndAverages is the same count at QoS 0, the load of
+// W1: the agent reads those messages itself rather than through paho
+// (ingest/qos0.go), and hands them to the pipeline a socket read at a time.
+func TestEndToEndQoS0CountsAndAverages(t *testing.T) {
+	r := newRig(t)
+	r.startAgent()
+	f, err := tryPublish(r.broker.URL, 0, 50, 10000, 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := r.collector.WaitSum("n", 10000, 20*time.Second); err != nil {
+		t.Fatalf("%v (got %v)", err, got)
+	}
+	r.check(f, 10000)
+}
+
 func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 	r := newRig(t)
 	agent := r.startAgent()
@@ -364,7 +380,7 @@ func TestSIGKILLMidStreamLosesAndDoublesNothing(t *testing.T) {
 	var pubErr error
 	go func() {
 		defer close(published)
-		f, pubErr = tryPublish(r.broker.URL, 50, 10000, 2500, func(sent int) {
+		f, pubErr = tryPublish(r.broker.URL, 1, 50, 10000, 2500, func(sent int) {
 			if sent == 4000 {
 				once.Do(func() { close(killAt) })
 			}
@@ -461,7 +477,7 @@ func TestDiskFullAgentHoldsInputsAndRecovers(t *testing.T) {
 		err error
 	}
 	done := make(chan result)
-	go func() { f, err := tryPublish(r.broker.URL, 10, 1000, 0, nil); done <- result{f, err} }()
+	go func() { f, err := tryPublish(r.broker.URL, 1, 10, 1000, 0, nil); done <- result{f, err} }()
 	if err := agent.lines.Wait("commit failed", 30*time.Second); err != nil {
 		t.Fatalf("no commit failure reported on a full disk: %v", err)
 	}

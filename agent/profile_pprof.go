@@ -5,7 +5,9 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"runtime/pprof"
+	"strconv"
 )
 
 // startProfile writes a CPU profile of the run to the file named by
@@ -38,6 +40,11 @@ func startCPUProfile() (stop func(), err error) {
 	f, err := os.Create(path)
 	if err != nil {
 		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	// SLUICE_CPUPROFILE_HZ raises the sampling rate (100 Hz) for short
+	// runs; the runtime then warns that the rate was set already.
+	if hz, _ := strconv.Atoi(os.Getenv("SLUICE_CPUPROFILE_HZ")); hz > 0 {
+		runtime.SetCPUProfileRate(hz)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		f.Close()

@@ -72,6 +72,8 @@ type brokerConn struct {
 	werr     error       // the first failed write: every later one fails too
 	ackDelay time.Duration
 	acks     *atomic.Uint64 // counts the acks written to the socket (nil: not counted)
+
+	qos0 qos0Reader // QoS 0 messages, read here rather than by paho (see qos0.go)
 }
 
 // connOptions are the read settings of a brokerConn (see MQTTOptions).
@@ -79,10 +81,14 @@ type connOptions struct {
 	coalesce    time.Duration
 	quickAck    bool
 	maxAckDelay time.Duration
+	// qos0, when not nil, receives the QoS 0 messages, a socket read's
+	// worth at a time; paho reads the other packets.
+	qos0 func(*Batch)
 }
 
 func newBrokerConn(c net.Conn, o connOptions, onConnack func(bool), acks *atomic.Uint64) *brokerConn {
 	bc := &brokerConn{Conn: c, r: bufio.NewReaderSize(c, 32<<10), coalesce: o.coalesce, onConnack: onConnack, ackDelay: ackFlushDelay, acks: acks}
+	bc.qos0.deliver = o.qos0
 	if o.coalesce > 0 && o.quickAck {
 		bc.quickAck = quickAcker(c)
 	}
@@ -110,20 +116,48 @@ func (c *brokerConn) Read(p []byte) (int, error) {
 			c.onConnack(b[2]&1 == 1)
 		}
 	}
-	if c.coalesce == 0 || c.r.Buffered() > 0 {
-		return c.r.Read(p)
+	q := &c.qos0
+	if q.deliver != nil && !q.passthrough && q.left == 0 {
+		n, err := c.nextForPaho()
+		if err != nil {
+			return 0, err
+		}
+		q.left = n
+	}
+	if q.left > 0 && len(p) > q.left {
+		p = p[:q.left]
+	}
+	if err := c.fill(); err != nil {
+		return 0, err
+	}
+	n, err := c.r.Read(p)
+	if q.left > 0 {
+		q.left -= n
+	}
+	return n, err
+}
+
+// fill makes sure the buffer holds data. With coalescing, a read that has
+// to go to the socket waits first (see the fields' comments).
+func (c *brokerConn) fill() error {
+	if c.r.Buffered() > 0 {
+		return nil
+	}
+	if c.coalesce == 0 {
+		_, err := c.r.Peek(1)
+		return err
 	}
 	if c.quickAck != nil {
 		c.quickAck() // else the broker's Nagle waits for our delayed ACK
 	}
 	if c.ackNow == nil {
 		c.wait()
-		return c.r.Read(p)
+		_, err := c.r.Peek(1)
+		return err
 	}
-	var n int
 	var err error
 	if c.holding && c.ackArmed.Load() {
-		n, err = c.r.Read(p)
+		_, err = c.r.Peek(1)
 		// Data that came while our ACK was still to go was not held for
 		// it (a TCP_NODELAY broker after a pause, or Nagle sending full
 		// segments on a link with a small MSS): coalesce again.
@@ -133,13 +167,13 @@ func (c *brokerConn) Read(p []byte) (int, error) {
 		// empty: a Nagle broker holding its sends, or a pause in traffic.
 		c.wait()
 		woke := time.Now()
-		n, err = c.r.Read(p)
+		_, err = c.r.Peek(1)
 		c.holding = time.Since(woke) > c.coalesce
 	}
-	if n > 0 && c.ackArmed.CompareAndSwap(false, true) {
+	if err == nil && c.ackArmed.CompareAndSwap(false, true) {
 		c.ackTimer.Reset(c.maxAckDelay)
 	}
-	return n, err
+	return err
 }
 
 func (c *brokerConn) wait() {

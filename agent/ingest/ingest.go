@@ -26,6 +26,24 @@ type Message struct {
 	// this message caused (a log file's offset): the source resumes from it
 	// after a restart. Sources that need no saving leave it nil.
 	Position *Position
+
+	// Batch, when not nil, holds the messages instead: a source that reads
+	// many at once (MQTT QoS 0) hands them over in one send. Only Input is
+	// set beside it.
+	Batch *Batch
+}
+
+// Batch is messages read together, with nothing to release (no Acker, no
+// Position): MQTT QoS 0 messages of one socket read.
+type Batch struct {
+	Received time.Time
+	Items    []Item
+}
+
+// Item is one message of a Batch.
+type Item struct {
+	Topic   string
+	Payload []byte
 }
 
 // Position is an input position the pipeline saves with a commit: Key under

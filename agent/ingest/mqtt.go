@@ -251,12 +251,22 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// onConnect subscribes on every (re)connect: with a persistent session the
-// broker keeps subscriptions, but a broker that lost its state does not.
 func (s *MQTT) connOptions() connOptions {
-	return connOptions{coalesce: s.opts.ReadCoalesce, quickAck: s.opts.QuickAck, maxAckDelay: s.opts.MaxAckDelay}
+	return connOptions{coalesce: s.opts.ReadCoalesce, quickAck: s.opts.QuickAck, maxAckDelay: s.opts.MaxAckDelay, qos0: s.deliverQoS0}
 }
 
+// deliverQoS0 sends the QoS 0 messages of a socket read, which the
+// connection read itself (see qos0.go), to the pipeline in one send.
+func (s *MQTT) deliverQoS0(b *Batch) {
+	s.Received.Add(uint64(len(b.Items)))
+	select {
+	case s.out <- Message{Input: s.opts.Input, Batch: b}:
+	case <-s.ctx.Done():
+	}
+}
+
+// onConnect subscribes on every (re)connect: with a persistent session the
+// broker keeps subscriptions, but a broker that lost its state does not.
 func (s *MQTT) onConnect(c mqtt.Client) {
 	s.connected.Store(true)
 	s.Connects.Add(1)

@@ -40,14 +40,20 @@ func startSourceWith(t *testing.T, o MQTTOptions) (*MQTT, chan Message, chan boo
 	return src, out, sessions, stop
 }
 
-func publishOne(t *testing.T, url, topic, payload string) {
+// publishQoS publishes payloads on topic at qos, in order, and waits until
+// the last was written (QoS 0) or acknowledged (QoS 1).
+func publishQoS(t *testing.T, url, topic string, qos byte, payloads ...string) {
 	t.Helper()
 	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(url).SetClientID(fmt.Sprintf("pub-%d", time.Now().UnixNano())))
 	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 	defer c.Disconnect(50)
-	if tok := c.Publish(topic, 1, false, payload); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+	var tok mqtt.Token
+	for _, p := range payloads {
+		tok = c.Publish(topic, qos, false, p)
+	}
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
 }
@@ -63,22 +69,101 @@ func TestSingleMessageAfterSilenceIsNotHeld(t *testing.T) {
 	defer m.Stop()
 	const coalesce = 20 * time.Millisecond
 	_, out, _, _ := startSource(t, m.URL, "coalesce-test", 1, coalesce)
-	for i := 0; i < 3; i++ {
+	// QoS 1 goes through paho, QoS 0 through the connection's own reader
+	// (qos0.go): both must hand a lone message over.
+	for i := 0; i < 6; i++ {
+		qos := byte(i % 2)
 		sent := time.Now()
-		publishOne(t, m.URL, "t/x", fmt.Sprintf(`{"i":%d}`, i))
+		publishQoS(t, m.URL, "t/x", qos, fmt.Sprintf(`{"i":%d}`, i))
 		select {
 		case msg := <-out:
 			// The publisher's own round trip is in the figure too; 200ms
 			// is far below "waits for the next message" and far above
 			// coalesce plus loopback latency.
 			if d := time.Since(sent); d > 200*time.Millisecond {
-				t.Errorf("message %d took %v with coalescing at %v", i, d, coalesce)
+				t.Errorf("message %d (QoS %d) took %v with coalescing at %v", i, qos, d, coalesce)
 			}
-			msg.Acker.Ack()
+			if qos == 1 {
+				msg.Acker.Ack()
+			} else if msg.Batch == nil || len(msg.Batch.Items) != 1 {
+				t.Fatalf("QoS 0 message %d: got %+v, want a batch of one", i, msg)
+			}
 		case <-time.After(5 * time.Second):
-			t.Fatalf("message %d never arrived", i)
+			t.Fatalf("message %d (QoS %d) never arrived", i, qos)
 		}
 	}
+}
+
+// TestQoS0AndQoS1FromTheBroker publishes through mosquitto 2,000 QoS 0
+// messages on 4 topics and 20 QoS 1 messages between them, and checks that
+// each arrives once, the QoS 0 ones in batches, every topic in order, and
+// the QoS 1 ones through paho with an Acker.
+func TestQoS0AndQoS1FromTheBroker(t *testing.T) {
+	m, err := testenv.StartMosquitto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	src, out, _, _ := startSource(t, m.URL, "qos0-test", 1, time.Millisecond)
+	const topics, perTopic = 4, 500
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("qos0-pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer pub.Disconnect(50)
+	published := make(chan error, 1)
+	go func() {
+		var tok mqtt.Token
+		for i := 0; i < perTopic; i++ {
+			for k := 0; k < topics; k++ {
+				pub.Publish(fmt.Sprintf("t/%d", k), 0, false, fmt.Sprintf(`{"k":%d,"i":%d}`, k, i))
+			}
+			if i%25 == 0 {
+				tok = pub.Publish("t/q1", 1, false, fmt.Sprintf(`{"i":%d}`, i))
+			}
+		}
+		tok.Wait()
+		published <- tok.Error()
+	}()
+	next := make([]int, topics) // the next i expected per topic
+	var qos0, qos1, batches int
+	for qos0 < topics*perTopic || qos1 < perTopic/25 {
+		select {
+		case msg := <-out:
+			if msg.Batch == nil {
+				if msg.Acker == nil || msg.Topic != "t/q1" {
+					t.Fatalf("a message outside a batch without an Acker: %+v", msg)
+				}
+				msg.Acker.Ack()
+				qos1++
+				continue
+			}
+			batches++
+			for _, it := range msg.Batch.Items {
+				var k, i int
+				if _, err := fmt.Sscanf(string(it.Payload), `{"k":%d,"i":%d}`, &k, &i); err != nil || it.Topic != fmt.Sprintf("t/%d", k) {
+					t.Fatalf("QoS 0 item %q on %s", it.Payload, it.Topic)
+				}
+				if i != next[k] {
+					t.Fatalf("topic t/%d: got message %d, want %d", k, i, next[k])
+				}
+				next[k]++
+				qos0++
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d QoS 0 and %d QoS 1 messages, want %d and %d", qos0, qos1, topics*perTopic, perTopic/25)
+		}
+	}
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
+	if qos0 != topics*perTopic || qos1 != perTopic/25 {
+		t.Fatalf("got %d QoS 0 and %d QoS 1 messages, want %d and %d", qos0, qos1, topics*perTopic, perTopic/25)
+	}
+	if got := src.Received.Load(); got != topics*perTopic+perTopic/25 {
+		t.Fatalf("Received %d, want %d", got, topics*perTopic+perTopic/25)
+	}
+	t.Logf("%d QoS 0 messages in %d batches", qos0, batches)
 }
 
 // TestSessionPresentIsReported checks the CONNACK sniffing: a new persistent

@@ -446,6 +446,12 @@ func (p *Pipeline) stateDirty() bool {
 }
 
 func (p *Pipeline) handle(m ingest.Message) {
+	if b := m.Batch; b != nil {
+		for _, it := range b.Items {
+			p.handle(ingest.Message{Input: m.Input, Topic: it.Topic, Payload: it.Payload, Received: b.Received})
+		}
+		return
+	}
 	in := p.inputs[m.Input]
 	if m.Topic == sessionReset {
 		clear(in.committed)

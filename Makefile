@@ -110,6 +110,7 @@ lint:
 fuzz:
 	go test ./agent/ingest/ -run '^$$' -fuzz FuzzJSONDecoder -fuzztime 30s
 	go test ./agent/ingest/ -run '^$$' -fuzz FuzzQoS0Reader -fuzztime 30s
+	go test ./agent/ingest/ -run '^$$' -fuzz FuzzFastNumber -fuzztime 30s
 	go test ./rules/ -run '^$$' -fuzz FuzzCompileExpr -fuzztime 30s
 	go test ./agent/config/ -run '^$$' -fuzz FuzzParse -fuzztime 30s
 	go test ./firmware-sim/ -run '^$$' -fuzz FuzzReadPacket -fuzztime 30s

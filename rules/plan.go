@@ -68,6 +68,9 @@ type Plan struct {
 	tombstones int
 	reset      bool
 	metaDirty  bool
+	// checkpointBytes sizes the next checkpoint's values, which share one
+	// allocation: the last one's size.
+	checkpointBytes int
 
 	kid  int32     // key number of the record in Process, from a Set; -1: none
 	kidx *keyIndex // the Set's index the numbers come from

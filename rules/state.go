@@ -92,7 +92,8 @@ func (p *Plan) Checkpoint() StateChange {
 	if p.reset || p.tombstones+len(p.dead) > 256+p.live {
 		return p.fullCheckpoint()
 	}
-	var sc StateChange
+	sc := StateChange{Puts: make([]StateEntry, 0, len(p.dead)+len(p.dirty)+1)}
+	arena := make([]byte, 0, p.checkpointBytes)
 	for _, k := range p.dead {
 		sc.Puts = append(sc.Puts, StateEntry{Key: k})
 	}
@@ -104,9 +105,12 @@ func (p *Plan) Checkpoint() StateChange {
 		st := it.state()
 		st.dirty = false
 		if !st.dead {
-			sc.Puts = append(sc.Puts, StateEntry{Key: st.skey, Value: it.appendState(p, nil)})
+			start := len(arena)
+			arena = it.appendState(p, arena)
+			sc.Puts = append(sc.Puts, StateEntry{Key: st.skey, Value: arena[start:len(arena):len(arena)]})
 		}
 	}
+	p.checkpointBytes = len(arena)
 	p.clearChanges()
 	return sc
 }
@@ -116,9 +120,13 @@ func (p *Plan) fullCheckpoint() StateChange {
 	for _, it := range p.dirty {
 		it.state().dirty = false
 	}
+	arena := make([]byte, 0, p.checkpointBytes)
 	p.eachItem(func(it stateItem) {
-		sc.Puts = append(sc.Puts, StateEntry{Key: it.state().skey, Value: it.appendState(p, nil)})
+		start := len(arena)
+		arena = it.appendState(p, arena)
+		sc.Puts = append(sc.Puts, StateEntry{Key: it.state().skey, Value: arena[start:len(arena):len(arena)]})
 	})
+	p.checkpointBytes = len(arena)
 	p.tombstones = 0
 	p.reset = false
 	p.clearChanges()

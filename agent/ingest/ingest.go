@@ -33,11 +33,35 @@ type Message struct {
 	Batch *Batch
 }
 
-// Batch is messages read together, with nothing to release (no Acker, no
-// Position): MQTT QoS 0 messages of one socket read.
+// Batch is messages read together, with no Acker or Position: MQTT QoS 0
+// messages of one socket read. Their topics and payloads live in memory the
+// source reuses once the batch is released.
 type Batch struct {
 	Received time.Time
 	Items    []Item
+
+	arena []byte        // the items' topics and payloads
+	free  chan<- *Batch // where Release returns it (nil: nowhere)
+}
+
+// Release hands the batch back to its source, which fills it again. Call it
+// once nothing refers to its items' topics and payloads: the rules clone
+// what they keep of a record, the pipeline encodes outputs as it makes them,
+// so after the rules processed its records. The memory is zeroed first, so
+// that anything that still pointed into it would read zeros, which the
+// end-to-end tests' exact values would show, rather than a later message.
+func (b *Batch) Release() {
+	if b.free == nil {
+		return
+	}
+	clear(b.arena)
+	b.arena = b.arena[:0]
+	clear(b.Items)
+	b.Items = b.Items[:0]
+	select {
+	case b.free <- b:
+	default: // the source keeps enough: this one goes to the GC
+	}
 }
 
 // Item is one message of a Batch.

@@ -2,6 +2,8 @@ package ingest
 
 import (
 	"encoding/json"
+	"math"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -110,4 +112,78 @@ func FuzzJSONDecoder(f *testing.F) {
 			t.Fatalf("accepted %q that encoding/json rejects: %v", b, stdErr)
 		}
 	})
+}
+
+// TestFastNumberMatchesParseFloat checks the fast path against ParseFloat,
+// bit for bit, on the forms sensors send and the edges of the fast path.
+func TestFastNumberMatchesParseFloat(t *testing.T) {
+	for _, s := range []string{"0", "-0", "23.4", "-20.5", "41.2", "1732500000000", "0.1", "0.3", "9.99999999999999",
+		"123456789012345", "1.", ".5", "007", "-0.00000000000001", "8.589973e9"} {
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := fastNumber([]byte(s))
+		if strings.ContainsAny(s, "eE") {
+			if ok {
+				t.Errorf("%s: the fast path took an exponent", s)
+			}
+			continue
+		}
+		if !ok || math.Float64bits(got) != math.Float64bits(want) {
+			t.Errorf("%s: fast path %v (%v), ParseFloat %v", s, got, ok, want)
+		}
+	}
+	for _, s := range []string{"1234567890123456", "9.999999999999999", "-0.000000000000001", "-", "", "1.2.3", "--1", "1-"} {
+		if _, ok := fastNumber([]byte(s)); ok {
+			t.Errorf("%q: the fast path took it", s)
+		}
+	}
+}
+
+// FuzzFastNumber compares the fast path with ParseFloat on any input.
+func FuzzFastNumber(f *testing.F) {
+	for _, s := range []string{"23.4", "-0", "1732500000000", "0.1", "123456789012345"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, ok := fastNumber([]byte(s))
+		if !ok {
+			return
+		}
+		want, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.Float64bits(got) != math.Float64bits(want) {
+			t.Fatalf("%q: fast path %v, ParseFloat %v (%v)", s, got, want, err)
+		}
+	})
+}
+
+// TestJSONDecoderNamesFollowEachPayload decodes payloads whose fields come
+// in different orders and numbers, with one decoder (the names it remembers
+// by position must not leak from one payload to the next).
+func TestJSONDecoderNamesFollowEachPayload(t *testing.T) {
+	var d JSONDecoder
+	for _, c := range []struct{ payload, want string }{
+		{`{"a":1,"b":2}`, "a=1 b=2"},
+		{`{"b":3,"a":4}`, "b=3 a=4"},
+		{`{"b":5,"c":{"d":6},"e":"x"}`, "b=5 c.d=6 e=x"},
+		{`{"a":7}`, "a=7"},
+		{`{"b":3,"a":4}`, "b=3 a=4"},
+	} {
+		var r rules.Record
+		if err := d.Decode([]byte(c.payload), &r); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, f := range r.Fields {
+			v := f.Value.Str
+			if f.Value.Kind == rules.KindNumber {
+				v = strconv.FormatFloat(f.Value.Num, 'g', -1, 64)
+			}
+			got = append(got, f.Name+"="+v)
+		}
+		if g := strings.Join(got, " "); g != c.want {
+			t.Errorf("%s: got %s, want %s", c.payload, g, c.want)
+		}
+	}
 }

@@ -116,6 +116,7 @@ type Pipeline struct {
 	batch   []*rules.Record
 	batchIn int
 	recs    []*rules.Record // reused records; batch takes from the front
+	held    []*ingest.Batch // handled source batches, released after their records' processBatch
 	sets    []*rules.Set    // per input; nil until the first batch after a (re)start or swap
 	emit    func(plan int, outs []rules.Output)
 
@@ -450,6 +451,9 @@ func (p *Pipeline) handle(m ingest.Message) {
 		for _, it := range b.Items {
 			p.handle(ingest.Message{Input: m.Input, Topic: it.Topic, Payload: it.Payload, Received: b.Received})
 		}
+		// Released by the processBatch that takes its last records (an
+		// item may end the previous input's batch: not this one's).
+		p.held = append(p.held, b)
 		return
 	}
 	in := p.inputs[m.Input]
@@ -526,6 +530,7 @@ func (p *Pipeline) handle(m ingest.Message) {
 // state or commits: at the end of each round of messages, and before a
 // message of another input.
 func (p *Pipeline) processBatch() {
+	defer p.releaseHeld()
 	if len(p.batch) == 0 {
 		return
 	}
@@ -545,6 +550,16 @@ func (p *Pipeline) processBatch() {
 	p.sets[p.batchIn].ProcessBatch(p.batch, p.emit)
 	clear(p.batch) // the records stay in recs; their payloads may go
 	p.batch = p.batch[:0]
+}
+
+// releaseHeld gives the batches whose records the rules processed back to
+// their source.
+func (p *Pipeline) releaseHeld() {
+	for _, b := range p.held {
+		b.Release()
+	}
+	clear(p.held)
+	p.held = p.held[:0]
 }
 
 // messageHash identifies a message by topic and payload (the packet id alone
@@ -569,7 +584,8 @@ func (p *Pipeline) deadLetter(in *Input, m ingest.Message, reason string) {
 	if len(sample) > 256 {
 		sample = sample[:256]
 	}
-	dl := DeadLetter{Topic: m.Topic, Reason: reason, Sample: strings.ToValidUTF8(string(sample), "?"), Time: m.Received}
+	// The topic may point into a batch's memory, which is reused.
+	dl := DeadLetter{Topic: strings.Clone(m.Topic), Reason: reason, Sample: strings.ToValidUTF8(string(sample), "?"), Time: m.Received}
 	in.Stats.mu.Lock()
 	in.Stats.lastDead = dl
 	in.Stats.mu.Unlock()

@@ -170,10 +170,18 @@ func (c *brokerConn) fill() error {
 		_, err = c.r.Peek(1)
 		c.holding = time.Since(woke) > c.coalesce
 	}
-	if err == nil && c.ackArmed.CompareAndSwap(false, true) {
-		c.ackTimer.Reset(c.maxAckDelay)
+	if err == nil {
+		c.armAck()
 	}
 	return err
+}
+
+// armAck starts the maxAckDelay timer after a socket read that returned
+// data, unless it runs already.
+func (c *brokerConn) armAck() {
+	if c.ackNow != nil && c.ackArmed.CompareAndSwap(false, true) {
+		c.ackTimer.Reset(c.maxAckDelay)
+	}
 }
 
 func (c *brokerConn) wait() {

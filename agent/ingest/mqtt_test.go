@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -182,5 +183,59 @@ func TestSessionPresentIsReported(t *testing.T) {
 	_, _, sessions2, _ := startSource(t, m.URL, "session-test", 1, 0)
 	if p := <-sessions2; !p {
 		t.Fatal("reconnecting with the same client id did not report the session")
+	}
+}
+
+// TestQoS0LargeAndSmallKeepTheirOrder publishes through mosquitto QoS 0
+// messages on one topic, every other one larger than the connection's
+// 32 KiB buffer, and checks that the source hands them out in order (the
+// large ones are read by the connection too, not by paho).
+func TestQoS0LargeAndSmallKeepTheirOrder(t *testing.T) {
+	m, err := testenv.StartMosquitto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Stop()
+	_, out, _, _ := startSource(t, m.URL, "order-test", 0, time.Millisecond)
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("order-pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer pub.Disconnect(50)
+	const n = 200
+	pad := strings.Repeat("x", 40<<10)
+	go func() {
+		for i := 0; i < n; i++ {
+			p := fmt.Sprintf(`{"i":%d}`, i)
+			if i%2 == 0 {
+				p = fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, pad)
+			}
+			pub.Publish("t/same", 0, false, p)
+		}
+	}()
+	for next := 0; next < n; {
+		select {
+		case msg := <-out:
+			if msg.Batch == nil {
+				t.Fatalf("a QoS 0 message outside a batch: %.40q", msg.Payload)
+			}
+			for _, it := range msg.Batch.Items {
+				var i int
+				if _, err := fmt.Sscanf(string(it.Payload), `{"i":%d`, &i); err != nil || i != next {
+					t.Fatalf("got message %.20q, want %d", it.Payload, next)
+				}
+				wantLen := len(fmt.Sprintf(`{"i":%d}`, i))
+				if i%2 == 0 {
+					wantLen += len(`,"pad":""`) + len(pad)
+				}
+				if len(it.Payload) != wantLen {
+					t.Fatalf("message %d: %d bytes, want %d", i, len(it.Payload), wantLen)
+				}
+				next++
+			}
+			msg.Batch.Release()
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of %d messages", next, n)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"io"
 	"time"
 	"unsafe"
 )
@@ -13,11 +14,15 @@ import (
 // A QoS 0 message needs nothing paho keeps (no packet id, no ack, no
 // session state), so brokerConn reads QoS 0 PUBLISH packets itself, from
 // the buffer it already fills, and hands the pipeline each socket read's
-// messages as one batch: one hand-off and two allocations per batch.
+// messages as one batch: one hand-off per read, and the batch memory is
+// reused once the rules are done with it (Batch.Release).
 // Everything else (CONNACK, SUBACK, PINGRESP, QoS 1/2 PUBLISH and their
 // flows) still goes to paho, which keeps the connection, the session, the
-// keepalive and the reconnects. MQTT orders messages per topic and QoS only,
-// so taking QoS 0 apart from QoS 1/2 keeps every order the broker promises.
+// keepalive and the reconnects. QoS 0 messages keep their order, those
+// larger than the buffer included (read here too). MQTT orders messages per
+// topic and QoS only: a topic that mixes QoS 0 and QoS 1 messages can see
+// the two interleaved differently than they came, which the broker does
+// not promise either.
 
 // qos0Reader is brokerConn's state for the QoS 0 messages it reads itself.
 type qos0Reader struct {
@@ -29,6 +34,7 @@ type qos0Reader struct {
 	// passthrough: a fixed header was malformed. paho reads the rest of
 	// the connection and fails on it, as it would without this reader.
 	passthrough bool
+	connected   bool // paho got its CONNACK
 
 	batch *Batch
 	// free holds released batches: the reader fills them again rather than
@@ -37,8 +43,9 @@ type qos0Reader struct {
 	free chan *Batch
 }
 
-// freeBatches is how many released batches a connection keeps for reuse:
-// the pipeline holds one or two at a time.
+// freeBatches is how many released batches a connection keeps for reuse
+// (up to 32 KiB of arena each): the pipeline releases a batch at the end of
+// the round of messages that took it, usually before the next read.
 const freeBatches = 4
 
 // nextForPaho reads the QoS 0 PUBLISH packets at the head of the stream and
@@ -65,22 +72,67 @@ func (c *brokerConn) nextForPaho() (int, error) {
 			q.passthrough = true
 			return 0, nil
 		}
-		// PUBLISH (type 3) with QoS bits 0; a packet larger than the
-		// buffer goes to paho, which reads it in pieces.
-		if first&0xf6 != 0x30 || size > c.r.Size() {
+		// Every packet is paho's until its CONNACK: a broker that
+		// publishes before accepting the connection is refused by paho,
+		// as it was without this reader.
+		if !q.connected {
+			q.connected = first == 0x20
+			return size, nil
+		}
+		// PUBLISH (type 3) with QoS bits 0, DUP and RETAIN either way.
+		if first&0xf6 != 0x30 {
 			q.flush()
 			return size, nil
+		}
+		if size > c.r.Size() {
+			// Read here too, so that it keeps its place among its
+			// topic's QoS 0 messages.
+			q.flush()
+			ok, err := c.readLarge(hdrLen, size)
+			if err != nil {
+				return 0, err
+			}
+			if !ok {
+				return size, nil // malformed: paho fails the connection on it
+			}
+			continue
 		}
 		pkt, err := c.peek(size)
 		if err != nil {
 			return 0, err
 		}
-		if !q.add(pkt[hdrLen:], c.r.Size()) {
+		if !q.add(pkt[hdrLen:], c.r.Buffered()) {
 			q.flush()
 			return size, nil // malformed: paho fails the connection on it
 		}
 		c.r.Discard(size)
 	}
+}
+
+// readLarge reads a QoS 0 PUBLISH larger than the buffer into memory of its
+// own and delivers it as a batch of one. It reads nothing and returns false
+// if the topic does not fit in the packet.
+func (c *brokerConn) readLarge(hdrLen, size int) (bool, error) {
+	b, err := c.peek(hdrLen + 2)
+	if err != nil {
+		return false, err
+	}
+	end := 2 + (int(b[hdrLen])<<8 | int(b[hdrLen+1]))
+	if end > size-hdrLen {
+		return false, nil
+	}
+	c.r.Discard(hdrLen)
+	body := make([]byte, size-hdrLen)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		return false, err
+	}
+	c.armAck()
+	topic := body[2:end]
+	c.qos0.deliver(&Batch{Received: time.Now(), Items: []Item{{
+		Topic:   unsafe.String(unsafe.SliceData(topic), len(topic)),
+		Payload: body[end:],
+	}}})
+	return true, nil
 }
 
 // fixedHeader peeks at the packet at the head of the stream and returns its
@@ -110,18 +162,25 @@ func (c *brokerConn) fixedHeader() (first byte, hdrLen, size int, err error) {
 }
 
 // peek returns the next n bytes, delivering the messages read so far first
-// when they are not all buffered (getting them may block).
+// when they are not all buffered (getting them may block). The rest of a
+// packet cut by the last read is read at once, without a coalescing wait.
 func (c *brokerConn) peek(n int) ([]byte, error) {
-	if c.r.Buffered() < n {
-		c.qos0.flush()
+	if c.r.Buffered() >= n {
+		return c.r.Peek(n)
 	}
-	return c.r.Peek(n)
+	c.qos0.flush()
+	b, err := c.r.Peek(n)
+	if err == nil {
+		c.armAck()
+	}
+	return b, err
 }
 
 // add appends the message in a QoS 0 PUBLISH packet's variable header and
-// payload to the batch; it returns false if the topic does not fit. A new
-// batch's arena takes bufSize bytes: a batch holds what one buffer held.
-func (q *qos0Reader) add(body []byte, bufSize int) bool {
+// payload to the batch; it returns false if the topic does not fit.
+// buffered, the bytes buffered from this packet on, is as much as the batch
+// can take: it ends before the buffer is filled again.
+func (q *qos0Reader) add(body []byte, buffered int) bool {
 	if len(body) < 2 {
 		return false
 	}
@@ -131,13 +190,12 @@ func (q *qos0Reader) add(body []byte, bufSize int) bool {
 	}
 	b := q.batch
 	if b == nil {
-		b = q.newBatch(bufSize)
+		b = q.newBatch(buffered, len(body))
 		q.batch = b
 	}
 	// The topic and payload alias the arena, which is not written again
-	// until the batch is released. A batch never holds more than the
-	// buffer did; should the arena still grow, the earlier items keep the
-	// old one.
+	// until the batch is released. The arena holds what was buffered;
+	// should it still grow, the earlier items keep the old one.
 	start := len(b.arena)
 	b.arena = append(b.arena, body[2:]...)
 	topic := b.arena[start : start+end-2]
@@ -148,8 +206,10 @@ func (q *qos0Reader) add(body []byte, bufSize int) bool {
 	return true
 }
 
-// newBatch returns a released batch, or a new one.
-func (q *qos0Reader) newBatch(bufSize int) *Batch {
+// newBatch returns a released batch, or a new one, with room for buffered
+// bytes. A new one takes only that, so that batches queued behind a
+// stalled pipeline hold about what they carry.
+func (q *qos0Reader) newBatch(buffered, first int) *Batch {
 	if q.free == nil {
 		q.free = make(chan *Batch, freeBatches)
 	}
@@ -157,7 +217,10 @@ func (q *qos0Reader) newBatch(bufSize int) *Batch {
 	select {
 	case b = <-q.free:
 	default:
-		b = &Batch{arena: make([]byte, 0, bufSize), free: q.free}
+		b = &Batch{free: q.free, Items: make([]Item, 0, min(buffered/(2+first), 512))}
+	}
+	if cap(b.arena) < buffered {
+		b.arena = make([]byte, 0, buffered)
 	}
 	b.Received = time.Now()
 	return b

@@ -77,10 +77,10 @@ func readPaho(bc *brokerConn) chan packets.ControlPacket {
 }
 
 // TestQoS0ReaderSplitsTheStream writes a stream that mixes QoS 0 PUBLISH
-// packets with packets paho must see, cut into pieces of 3 bytes so that
-// every header and body is split, and checks that the QoS 0 messages come
-// out as batches, in order and byte for byte, and paho reads exactly the
-// other packets, in order.
+// packets (one larger than the buffer) with packets paho must see, cut into
+// pieces of 3 bytes so that every header and body is split, and checks that
+// the QoS 0 messages come out as batches, in order and byte for byte, and
+// paho reads exactly the other packets, in order.
 func TestQoS0ReaderSplitsTheStream(t *testing.T) {
 	bc, broker, batches := qos0Pipe(t, 100)
 	big := bytes.Repeat([]byte("x"), 40<<10) // larger than the 32 KiB buffer
@@ -107,7 +107,7 @@ func TestQoS0ReaderSplitsTheStream(t *testing.T) {
 	}()
 	// g/7 comes last and alone: its batch must be handed over although
 	// nothing follows it.
-	want := []Item{{"a/1", []byte(`{"v":1}`)}, {"b/2", []byte(`{"v":2}`)}, {"d/4", []byte{}}, {"e/5", long}, {"g/7", []byte(`{"v":7}`)}}
+	want := []Item{{"a/1", []byte(`{"v":1}`)}, {"b/2", []byte(`{"v":2}`)}, {"d/4", []byte{}}, {"e/5", long}, {"f/6", big}, {"g/7", []byte(`{"v":7}`)}}
 	var got []Item
 	for len(got) < len(want) {
 		select {
@@ -125,7 +125,7 @@ func TestQoS0ReaderSplitsTheStream(t *testing.T) {
 			t.Fatalf("QoS 0 message %d: got %.40q, want %.40q", i, got, want)
 		}
 	}
-	wantPaho := []string{"CONNACK", "PUBLISH c/3 qos 1", "PINGRESP", fmt.Sprintf("PUBLISH f/6 qos 0 %d bytes", len(big)), "SUBACK"}
+	wantPaho := []string{"CONNACK", "PUBLISH c/3 qos 1", "PINGRESP", "SUBACK"}
 	for i, w := range wantPaho {
 		var p packets.ControlPacket
 		select {
@@ -143,9 +143,6 @@ func TestQoS0ReaderSplitsTheStream(t *testing.T) {
 			s = "SUBACK"
 		case *packets.PublishPacket:
 			s = fmt.Sprintf("PUBLISH %s qos %d", p.TopicName, p.Qos)
-			if p.Qos == 0 {
-				s += fmt.Sprintf(" %d bytes", len(p.Payload))
-			}
 		default:
 			s = p.String()
 		}
@@ -170,17 +167,18 @@ func TestQoS0ReaderSplitsTheStream(t *testing.T) {
 // reader), and a message before it was still delivered.
 func TestQoS0ReaderPassesAMalformedHeaderToPaho(t *testing.T) {
 	bc, broker, batches := qos0Pipe(t, 100)
+	connack := mqttPacket(0x20, []byte{0, 0})
 	bad := []byte{0x30, 0xff, 0xff, 0xff, 0xff, 0x01, 'z'}
 	tail := wirePublish("t/2", 0, false, []byte("2"))
 	go func() {
-		broker.Write(slices.Concat(wirePublish("t/1", 0, false, []byte("1")), bad, tail))
+		broker.Write(slices.Concat(connack, wirePublish("t/1", 0, false, []byte("1")), bad, tail))
 		broker.Close()
 	}()
 	got, err := io.ReadAll(bc)
 	if err != nil && !errors.Is(err, io.EOF) {
 		t.Fatal(err)
 	}
-	if want := slices.Concat(bad, tail); !bytes.Equal(got, want) {
+	if want := slices.Concat(connack, bad, tail); !bytes.Equal(got, want) {
 		t.Fatalf("paho read %q, want %q", got, want)
 	}
 	b := <-batches
@@ -192,14 +190,34 @@ func TestQoS0ReaderPassesAMalformedHeaderToPaho(t *testing.T) {
 	}
 }
 
+// TestQoS0ReaderLeavesPacketsBeforeConnackToPaho checks that a QoS 0
+// PUBLISH that comes before the CONNACK goes to paho (which refuses such a
+// connection), not to the pipeline.
+func TestQoS0ReaderLeavesPacketsBeforeConnackToPaho(t *testing.T) {
+	bc, broker, batches := qos0Pipe(t, 100)
+	stream := slices.Concat(wirePublish("t/0", 0, false, []byte("0")), mqttPacket(0x20, []byte{0, 0}))
+	go func() {
+		broker.Write(stream)
+		broker.Close()
+	}()
+	got, _ := io.ReadAll(bc)
+	if !bytes.Equal(got, stream) {
+		t.Fatalf("paho read %q, want %q", got, stream)
+	}
+	if len(batches) != 0 {
+		t.Fatal("a message before the CONNACK went to the pipeline")
+	}
+}
+
 // FuzzQoS0Reader feeds arbitrary streams, cut at arbitrary points, and
 // checks the reader against a plain walk of the packets: it never panics,
 // delivers exactly the well-formed QoS 0 PUBLISH packets before the first
 // malformed header (in order), and paho reads every other byte.
 func FuzzQoS0Reader(f *testing.F) {
 	f.Add(slices.Concat(mqttPacket(0x20, []byte{0, 0}), wirePublish("a", 0, false, []byte("x")), wirePublish("b", 1, false, []byte("y"))), uint8(3))
-	f.Add([]byte{0x30, 0x05, 0x00, 0x09, 'a'}, uint8(1))
-	f.Add([]byte{0x31, 0x80, 0x80, 0x80, 0x80, 0x01}, uint8(2))
+	f.Add([]byte{0x20, 0x02, 0x00, 0x00, 0x30, 0x05, 0x00, 0x09, 'a'}, uint8(1))
+	f.Add([]byte{0x20, 0x02, 0x00, 0x00, 0x31, 0x80, 0x80, 0x80, 0x80, 0x01}, uint8(2))
+	f.Add(slices.Concat(mqttPacket(0x20, []byte{0, 0}), wirePublish("big", 0, false, bytes.Repeat([]byte("x"), 33<<10))), uint8(15))
 	f.Fuzz(func(t *testing.T, stream []byte, cut uint8) {
 		wantItems, wantPaho, tail := walkPackets(stream)
 		bc, broker, batches := qos0Pipe(t, len(stream)/2+1)
@@ -236,8 +254,9 @@ func FuzzQoS0Reader(f *testing.F) {
 
 // walkPackets is the reference for FuzzQoS0Reader: the QoS 0 messages the
 // reader should deliver, the bytes paho should read and a packet cut off by
-// the end of the stream.
+// the end of the stream. Packets up to the first CONNACK are paho's.
 func walkPackets(s []byte) (items []Item, paho, tail []byte) {
+	connected := false
 	for i := 0; i < len(s); {
 		n, shift, j := 0, 0, i+1
 		for ; j < len(s) && j-i <= 4; j++ {
@@ -255,11 +274,12 @@ func walkPackets(s []byte) (items []Item, paho, tail []byte) {
 		}
 		end := j + 1 + n
 		body := s[j+1 : end]
-		if s[i]&0xf6 == 0x30 && end-i <= 32<<10 && len(body) >= 2 && 2+(int(body[0])<<8|int(body[1])) <= len(body) {
+		if connected && s[i]&0xf6 == 0x30 && len(body) >= 2 && 2+(int(body[0])<<8|int(body[1])) <= len(body) {
 			t := 2 + (int(body[0])<<8 | int(body[1]))
 			items = append(items, Item{string(body[2:t]), body[t:]})
 		} else {
 			paho = append(paho, s[i:end]...)
+			connected = connected || s[i] == 0x20
 		}
 		i = end
 	}

@@ -274,12 +274,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	for {
 		select {
 		case m := <-p.in:
-			p.handle(m)
-			// Take what else is queued without blocking: one wake-up, many messages.
-			for n := 0; n < 512; n++ {
+			// Take what else is queued without blocking: one wake-up, many
+			// messages (counted one by one: a batch from a source holds
+			// many, whose memory goes back to it at processBatch).
+			for n := p.handle(m); n < 512; {
 				select {
 				case m := <-p.in:
-					p.handle(m)
+					n += p.handle(m)
 					continue
 				default:
 				}
@@ -446,16 +447,23 @@ func (p *Pipeline) stateDirty() bool {
 	return false
 }
 
-func (p *Pipeline) handle(m ingest.Message) {
+// handle takes one message, or a source's batch of them, and returns how
+// many it took.
+func (p *Pipeline) handle(m ingest.Message) int {
 	if b := m.Batch; b != nil {
 		for _, it := range b.Items {
-			p.handle(ingest.Message{Input: m.Input, Topic: it.Topic, Payload: it.Payload, Received: b.Received})
+			p.handleOne(ingest.Message{Input: m.Input, Topic: it.Topic, Payload: it.Payload, Received: b.Received})
 		}
 		// Released by the processBatch that takes its last records (an
 		// item may end the previous input's batch: not this one's).
 		p.held = append(p.held, b)
-		return
+		return len(b.Items)
 	}
+	p.handleOne(m)
+	return 1
+}
+
+func (p *Pipeline) handleOne(m ingest.Message) {
 	in := p.inputs[m.Input]
 	if m.Topic == sessionReset {
 		clear(in.committed)

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"time"
 )
 
 // startProfile writes a CPU profile of the run to the file named by
@@ -46,9 +47,17 @@ func startCPUProfile() (stop func(), err error) {
 	if hz, _ := strconv.Atoi(os.Getenv("SLUICE_CPUPROFILE_HZ")); hz > 0 {
 		runtime.SetCPUProfileRate(hz)
 	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	// SLUICE_CPUPROFILE_DELAY starts the profile that long after the
+	// start, to look at a later phase (an idle agent after a load).
+	delay, _ := time.ParseDuration(os.Getenv("SLUICE_CPUPROFILE_DELAY"))
+	start := func() error { return pprof.StartCPUProfile(f) }
+	if delay <= 0 {
+		if err := start(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+		}
+	} else {
+		time.AfterFunc(delay, func() { _ = start() })
 	}
 	return func() {
 		pprof.StopCPUProfile()

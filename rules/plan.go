@@ -448,12 +448,22 @@ func (p *Plan) Tick(now time.Time, out []Output) []Output {
 	if p.timeField == "" && !p.started {
 		return out // nothing seen yet: the first record starts the clock
 	}
-	p.wm, p.started, p.metaDirty = wm, true, true
+	p.wm, p.started = wm, true
+	n, dirty, dead := len(out), len(p.dirty), len(p.dead)
 	if p.wins != nil {
 		out = p.wins.advance(p, wm, out)
 	}
 	if p.pattern != nil {
 		out = p.pattern.advance(p, wm, out)
+	}
+	// With arrival time no record is ever late, and after a restart the
+	// first Tick takes the watermark to the clock again: a watermark that
+	// only followed the clock is not worth a checkpoint (an idle agent
+	// would write and fsync its buffer every second, wearing a gateway's
+	// flash for nothing). It is saved with whatever its move closed or
+	// changed, and always with event time, where it decides lateness.
+	if p.timeField != "" || len(out) > n || len(p.dirty) > dirty || len(p.dead) > dead {
+		p.metaDirty = true
 	}
 	return out
 }

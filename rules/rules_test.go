@@ -349,3 +349,48 @@ func TestNoModelErrorNamesTheModel(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleTicksNeedNoCheckpoint checks that with arrival time a Tick that
+// only moves the watermark leaves nothing to checkpoint (an idle agent does
+// not write its disk every second), that one closing a window does, and
+// that with event time every move of the watermark is saved.
+func TestIdleTicksNeedNoCheckpoint(t *testing.T) {
+	p, _ := Compile(tumblingSpec())
+	t0 := time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)
+	r := rec("device", "a", "temperature", 20.0)
+	r.Time = t0.Add(time.Second)
+	p.Process(r, nil)
+	p.Checkpoint()
+	for s := 2; s < 10; s++ {
+		if out := p.Tick(t0.Add(time.Duration(s)*time.Second), nil); len(out) != 0 || p.Dirty() {
+			t.Fatalf("tick at %ds inside the window: %d outputs, dirty %v", s, len(out), p.Dirty())
+		}
+	}
+	if out := p.Tick(t0.Add(10*time.Second), nil); len(out) != 1 || !p.Dirty() {
+		t.Fatalf("tick closing the window: %d outputs, dirty %v; want 1 and dirty", len(out), p.Dirty())
+	}
+	sc := p.Checkpoint()
+	var meta bool
+	for _, e := range sc.Puts {
+		meta = meta || e.Key == metaKey
+	}
+	if !meta {
+		t.Fatalf("the checkpoint after a close holds no watermark: %+v", sc.Puts)
+	}
+	if p.Tick(t0.Add(11*time.Second), nil); p.Dirty() {
+		t.Fatal("dirty after an idle tick past the close")
+	}
+
+	spec := tumblingSpec()
+	spec.EventTime = EventTime{Field: "ts", Idle: time.Second}
+	e, err := Compile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = rec("device", "a", "temperature", 20.0, "ts", float64(t0.UnixMilli()))
+	e.Process(r, nil)
+	e.Checkpoint()
+	if e.Tick(t0.Add(3*time.Second), nil); !e.Dirty() {
+		t.Fatal("event time: a watermark moved by Tick is not saved")
+	}
+}

@@ -95,23 +95,31 @@ func TestSingleMessageAfterSilenceIsNotHeld(t *testing.T) {
 	}
 }
 
+// startBrokerAndPublisher starts mosquitto and connects a publisher to it;
+// both stop at cleanup.
+func startBrokerAndPublisher(t *testing.T, clientID string) (*testenv.Mosquitto, mqtt.Client) {
+	t.Helper()
+	m, err := testenv.StartMosquitto(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Stop)
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID(clientID))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	t.Cleanup(func() { pub.Disconnect(50) })
+	return m, pub
+}
+
 // TestQoS0AndQoS1FromTheBroker publishes through mosquitto 2,000 QoS 0
 // messages on 4 topics and 20 QoS 1 messages between them, and checks that
 // each arrives once, the QoS 0 ones in batches, every topic in order, and
 // the QoS 1 ones through paho with an Acker.
 func TestQoS0AndQoS1FromTheBroker(t *testing.T) {
-	m, err := testenv.StartMosquitto(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
+	m, pub := startBrokerAndPublisher(t, "qos0-pub")
 	src, out, _, _ := startSource(t, m.URL, "qos0-test", 1, time.Millisecond)
 	const topics, perTopic = 4, 500
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("qos0-pub"))
-	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer pub.Disconnect(50)
 	published := make(chan error, 1)
 	go func() {
 		var tok mqtt.Token
@@ -191,17 +199,8 @@ func TestSessionPresentIsReported(t *testing.T) {
 // 32 KiB buffer, and checks that the source hands them out in order (the
 // large ones are read by the connection too, not by paho).
 func TestQoS0LargeAndSmallKeepTheirOrder(t *testing.T) {
-	m, err := testenv.StartMosquitto(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Stop()
+	m, pub := startBrokerAndPublisher(t, "order-pub")
 	_, out, _, _ := startSource(t, m.URL, "order-test", 0, time.Millisecond)
-	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(m.URL).SetClientID("order-pub"))
-	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatal(tok.Error())
-	}
-	defer pub.Disconnect(50)
 	const n = 200
 	pad := strings.Repeat("x", 40<<10)
 	go func() {

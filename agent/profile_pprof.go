@@ -42,15 +42,17 @@ func startCPUProfile() (stop func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cpu profile: %w", err)
 	}
-	// SLUICE_CPUPROFILE_HZ raises the sampling rate (100 Hz) for short
-	// runs; the runtime then warns that the rate was set already.
-	if hz, _ := strconv.Atoi(os.Getenv("SLUICE_CPUPROFILE_HZ")); hz > 0 {
-		runtime.SetCPUProfileRate(hz)
-	}
 	// SLUICE_CPUPROFILE_DELAY starts the profile that long after the
 	// start, to look at a later phase (an idle agent after a load).
 	delay, _ := time.ParseDuration(os.Getenv("SLUICE_CPUPROFILE_DELAY"))
-	start := func() error { return pprof.StartCPUProfile(f) }
+	start := func() error {
+		// SLUICE_CPUPROFILE_HZ raises the sampling rate (100 Hz) for
+		// short runs; the runtime then warns that the rate was set.
+		if hz, _ := strconv.Atoi(os.Getenv("SLUICE_CPUPROFILE_HZ")); hz > 0 {
+			runtime.SetCPUProfileRate(hz)
+		}
+		return pprof.StartCPUProfile(f)
+	}
 	if delay <= 0 {
 		if err := start(); err != nil {
 			f.Close()

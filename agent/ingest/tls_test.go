@@ -92,6 +92,16 @@ func TestMQTTOverTLSWithClientCertificate(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no message over TLS")
 	}
+	// QoS 0 is read by the connection itself, under TLS too.
+	pub.Publish("t/y", 0, false, `{"v":0}`).Wait()
+	select {
+	case msg := <-out:
+		if msg.Batch == nil || len(msg.Batch.Items) != 1 || msg.Batch.Items[0].Topic != "t/y" || string(msg.Batch.Items[0].Payload) != `{"v":0}` {
+			t.Errorf("QoS 0 over TLS: got %+v, want a batch of t/y {\"v\":0}", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no QoS 0 message over TLS")
+	}
 
 	// Without a client certificate the broker refuses the handshake.
 	noCert, _ := TLSConfig(filepath.Join(dir, "ca.pem"), "", "")

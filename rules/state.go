@@ -105,9 +105,7 @@ func (p *Plan) Checkpoint() StateChange {
 		st := it.state()
 		st.dirty = false
 		if !st.dead {
-			start := len(arena)
-			arena = it.appendState(p, arena)
-			sc.Puts = append(sc.Puts, StateEntry{Key: st.skey, Value: arena[start:len(arena):len(arena)]})
+			sc.Puts, arena = p.appendItem(sc.Puts, arena, it)
 		}
 	}
 	p.checkpointBytes = len(arena)
@@ -121,16 +119,21 @@ func (p *Plan) fullCheckpoint() StateChange {
 		it.state().dirty = false
 	}
 	arena := make([]byte, 0, p.checkpointBytes)
-	p.eachItem(func(it stateItem) {
-		start := len(arena)
-		arena = it.appendState(p, arena)
-		sc.Puts = append(sc.Puts, StateEntry{Key: it.state().skey, Value: arena[start:len(arena):len(arena)]})
-	})
+	p.eachItem(func(it stateItem) { sc.Puts, arena = p.appendItem(sc.Puts, arena, it) })
 	p.checkpointBytes = len(arena)
 	p.tombstones = 0
 	p.reset = false
 	p.clearChanges()
 	return sc
+}
+
+// appendItem appends the state of it to puts, its value encoded at the end
+// of arena: a checkpoint's values share one allocation, sized by the last
+// checkpoint, rather than a growing slice per group.
+func (p *Plan) appendItem(puts []StateEntry, arena []byte, it stateItem) ([]StateEntry, []byte) {
+	start := len(arena)
+	arena = it.appendState(p, arena)
+	return append(puts, StateEntry{Key: it.state().skey, Value: arena[start:len(arena):len(arena)]}), arena
 }
 
 func (p *Plan) clearChanges() {

@@ -111,10 +111,17 @@ func (c *brokerConn) sendAck() {
 func (c *brokerConn) Read(p []byte) (int, error) {
 	if !c.sniffed {
 		c.sniffed = true
-		// CONNACK of MQTT 3.1.1: 0x20, remaining length 2, flags, return code.
-		if b, err := c.r.Peek(4); err == nil && b[0] == 0x20 && b[1] == 2 && b[3] == 0 && c.onConnack != nil {
+		// CONNACK of MQTT 3.1.1 accepting the connection: 0x20, remaining
+		// length 2, flags, return code 0.
+		b, err := c.r.Peek(4)
+		accepted := err == nil && b[0] == 0x20 && b[1] == 2 && b[3] == 0
+		if accepted && c.onConnack != nil {
 			c.onConnack(b[2]&1 == 1)
 		}
+		// Anything else is paho's, whole, to refuse: a broker that
+		// publishes before accepting the connection never reaches the
+		// pipeline.
+		c.qos0.passthrough = !accepted
 	}
 	q := &c.qos0
 	if q.deliver != nil && !q.passthrough && q.left == 0 {

@@ -3,7 +3,6 @@ package ingest
 import (
 	"io"
 	"time"
-	"unsafe"
 )
 
 // Why QoS 0 messages skip paho: for each message paho allocates a packet, a
@@ -31,10 +30,10 @@ type qos0Reader struct {
 	// left counts the bytes of the packet paho is reading that it has not
 	// read yet; at 0 the stream is at a packet boundary.
 	left int
-	// passthrough: a fixed header was malformed. paho reads the rest of
-	// the connection and fails on it, as it would without this reader.
+	// passthrough: the connection did not begin with a CONNACK accepting
+	// it, or a fixed header was malformed. paho reads the rest of the
+	// connection and fails on it, as it would without this reader.
 	passthrough bool
-	connected   bool // paho got its CONNACK
 
 	batch *Batch
 	// free holds released batches: the reader fills them again rather than
@@ -71,13 +70,6 @@ func (c *brokerConn) nextForPaho() (int, error) {
 			q.flush()
 			q.passthrough = true
 			return 0, nil
-		}
-		// Every packet is paho's until its CONNACK: a broker that
-		// publishes before accepting the connection is refused by paho,
-		// as it was without this reader.
-		if !q.connected {
-			q.connected = first == 0x20
-			return size, nil
 		}
 		// PUBLISH (type 3) with QoS bits 0, DUP and RETAIN either way.
 		if first&0xf6 != 0x30 {
@@ -117,8 +109,8 @@ func (c *brokerConn) readLarge(hdrLen, size int) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	end := 2 + (int(b[hdrLen])<<8 | int(b[hdrLen+1]))
-	if end > size-hdrLen {
+	end, ok := topicEnd(b[hdrLen:], size-hdrLen)
+	if !ok {
 		return false, nil
 	}
 	c.r.Discard(hdrLen)
@@ -127,11 +119,7 @@ func (c *brokerConn) readLarge(hdrLen, size int) (bool, error) {
 		return false, err
 	}
 	c.armAck()
-	topic := body[2:end]
-	c.qos0.deliver(&Batch{Received: time.Now(), Items: []Item{{
-		Topic:   unsafe.String(unsafe.SliceData(topic), len(topic)),
-		Payload: body[end:],
-	}}})
+	c.qos0.deliver(&Batch{Received: time.Now(), Items: []Item{{Topic: unsafeString(body[2:end]), Payload: body[end:]}}})
 	return true, nil
 }
 
@@ -181,11 +169,8 @@ func (c *brokerConn) peek(n int) ([]byte, error) {
 // buffered, the bytes buffered from this packet on, is as much as the batch
 // can take: it ends before the buffer is filled again.
 func (q *qos0Reader) add(body []byte, buffered int) bool {
-	if len(body) < 2 {
-		return false
-	}
-	end := 2 + (int(body[0])<<8 | int(body[1]))
-	if end > len(body) {
+	end, ok := topicEnd(body, len(body))
+	if !ok {
 		return false
 	}
 	b := q.batch
@@ -198,12 +183,22 @@ func (q *qos0Reader) add(body []byte, buffered int) bool {
 	// should it still grow, the earlier items keep the old one.
 	start := len(b.arena)
 	b.arena = append(b.arena, body[2:]...)
-	topic := b.arena[start : start+end-2]
 	b.Items = append(b.Items, Item{
-		Topic:   unsafe.String(unsafe.SliceData(topic), len(topic)),
+		Topic:   unsafeString(b.arena[start : start+end-2]),
 		Payload: b.arena[start+end-2 : len(b.arena) : len(b.arena)],
 	})
 	return true
+}
+
+// topicEnd returns where the topic of a PUBLISH ends in its variable
+// header b, which begins with the topic's 2-byte length; ok is false when
+// the topic does not fit in the size bytes of variable header and payload.
+func topicEnd(b []byte, size int) (end int, ok bool) {
+	if len(b) < 2 {
+		return 0, false
+	}
+	end = 2 + (int(b[0])<<8 | int(b[1]))
+	return end, end <= size
 }
 
 // newBatch returns a released batch, or a new one, with room for buffered

@@ -192,20 +192,26 @@ func TestQoS0ReaderPassesAMalformedHeaderToPaho(t *testing.T) {
 
 // TestQoS0ReaderLeavesPacketsBeforeConnackToPaho checks that a QoS 0
 // PUBLISH that comes before the CONNACK goes to paho (which refuses such a
-// connection), not to the pipeline.
+// connection), not to the pipeline, and so does one after a CONNACK that
+// refuses the connection.
 func TestQoS0ReaderLeavesPacketsBeforeConnackToPaho(t *testing.T) {
-	bc, broker, batches := qos0Pipe(t, 100)
-	stream := slices.Concat(wirePublish("t/0", 0, false, []byte("0")), mqttPacket(0x20, []byte{0, 0}))
-	go func() {
-		broker.Write(stream)
-		broker.Close()
-	}()
-	got, _ := io.ReadAll(bc)
-	if !bytes.Equal(got, stream) {
-		t.Fatalf("paho read %q, want %q", got, stream)
-	}
-	if len(batches) != 0 {
-		t.Fatal("a message before the CONNACK went to the pipeline")
+	publish := wirePublish("t/0", 0, false, []byte("0"))
+	for name, stream := range map[string][]byte{
+		"publish before CONNACK": slices.Concat(publish, mqttPacket(0x20, []byte{0, 0})),
+		"refusing CONNACK":       slices.Concat(mqttPacket(0x20, []byte{0, 5}), publish),
+	} {
+		bc, broker, batches := qos0Pipe(t, 100)
+		go func() {
+			broker.Write(stream)
+			broker.Close()
+		}()
+		got, _ := io.ReadAll(bc)
+		if !bytes.Equal(got, stream) {
+			t.Fatalf("%s: paho read %q, want %q", name, got, stream)
+		}
+		if len(batches) != 0 {
+			t.Fatalf("%s: a message went to the pipeline", name)
+		}
 	}
 }
 
@@ -254,9 +260,12 @@ func FuzzQoS0Reader(f *testing.F) {
 
 // walkPackets is the reference for FuzzQoS0Reader: the QoS 0 messages the
 // reader should deliver, the bytes paho should read and a packet cut off by
-// the end of the stream. Packets up to the first CONNACK are paho's.
+// the end of the stream. A stream that does not begin with a CONNACK
+// accepting the connection is paho's, whole.
 func walkPackets(s []byte) (items []Item, paho, tail []byte) {
-	connected := false
+	if len(s) < 4 || s[0] != 0x20 || s[1] != 2 || s[3] != 0 {
+		return nil, s, nil
+	}
 	for i := 0; i < len(s); {
 		n, shift, j := 0, 0, i+1
 		for ; j < len(s) && j-i <= 4; j++ {
@@ -274,12 +283,11 @@ func walkPackets(s []byte) (items []Item, paho, tail []byte) {
 		}
 		end := j + 1 + n
 		body := s[j+1 : end]
-		if connected && s[i]&0xf6 == 0x30 && len(body) >= 2 && 2+(int(body[0])<<8|int(body[1])) <= len(body) {
+		if s[i]&0xf6 == 0x30 && len(body) >= 2 && 2+(int(body[0])<<8|int(body[1])) <= len(body) {
 			t := 2 + (int(body[0])<<8 | int(body[1]))
 			items = append(items, Item{string(body[2:t]), body[t:]})
 		} else {
 			paho = append(paho, s[i:end]...)
-			connected = connected || s[i] == 0x20
 		}
 		i = end
 	}

@@ -3,8 +3,12 @@
 //
 //	uplink_nats_jetstream_rps          records/s acknowledged by JetStream, one
 //	                                   message per record, fast batches (the
-//	                                   stream allows them)
+//	                                   stream allows them); median of -repeat runs
 //	uplink_nats_jetstream_cpu_us_per_msg  CPU of the sending process per record
+//	uplink_nats_jetstream_floor_rps    the yardstick: the same fast batches
+//	                                   from a bare publisher (floor.go), run
+//	                                   beside it: what the server takes
+//	uplink_nats_jetstream_floor_cpu_us_per_msg
 //	uplink_nats_jetstream_acked_rps    the same to a stream without fast
 //	                                   batches: a JSON ack per message
 //	uplink_nats_jetstream_acked_cpu_us_per_msg
@@ -33,6 +37,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -55,6 +60,7 @@ func main() {
 	only := flag.String("only", "", "run one uplink only: nats or kafka")
 	serve := flag.String("serve", "", "internal: run the upstream (nats or kafka) in this process")
 	cpuprofile := flag.String("cpuprofile", "", "write the sending side's CPU profile to this file")
+	repeat := flag.Int("repeat", 3, "JetStream fast batch runs of the uplink and of the bare publisher, alternating (medians reported)")
 	flag.Parse()
 	log.SetFlags(0)
 	if *batch <= 0 {
@@ -78,13 +84,29 @@ func main() {
 		return
 	}
 	if *only == "" || *only == "nats" {
-		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, true)
-		if err != nil {
-			log.Fatalf("nats: %v", err)
+		// The uplink and the bare publisher alternate, and the figures
+		// are medians: the server's figure drifts by 5-10% from one run
+		// to the next on this kind of machine.
+		var up, floor [][2]float64
+		var ratios []float64
+		for i := 0; i < *repeat; i++ {
+			rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, true)
+			if err != nil {
+				log.Fatalf("nats: %v", err)
+			}
+			frps, fcpu, err := benchNATSFloor(*records, *batch)
+			if err != nil {
+				log.Fatalf("nats floor: %v", err)
+			}
+			fmt.Printf("benchuplink: JetStream fast batches, run %d: uplink %.0f records/s (%.2f µs), bare publisher %.0f (%.2f µs): %.2f\n", i+1, rps, cpu, frps, fcpu, rps/frps)
+			up, floor, ratios = append(up, [2]float64{rps, cpu}), append(floor, [2]float64{frps, fcpu}), append(ratios, rps/frps)
 		}
-		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", rps)
-		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", cpu)
-		rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{}, false)
+		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", median(up, 0))
+		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", median(up, 1))
+		fmt.Printf("BENCH uplink_nats_jetstream_floor_rps %.0f records/s\n", median(floor, 0))
+		fmt.Printf("BENCH uplink_nats_jetstream_floor_cpu_us_per_msg %.2f us\n", median(floor, 1))
+		fmt.Printf("benchuplink: JetStream fast batches: the uplink reached %.2f of the bare publisher's records/s (median of the runs' ratios %.2f)\n", medianOf(ratios), ratios)
+		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, false)
 		if err != nil {
 			log.Fatalf("nats acked: %v", err)
 		}
@@ -179,8 +201,16 @@ var payload = func() []byte {
 
 // entry returns the record of seq.
 func entry(seq uint64) buffer.Entry {
-	return buffer.Entry{Seq: seq, Rule: "r", Key: fmt.Sprintf("dev-%d", seq%100), Payload: payload}
+	return buffer.Entry{Seq: seq, Rule: "r", Key: keys[seq%uint64(len(keys))], Payload: payload}
 }
+
+// keys are the records' group keys: 100 devices.
+var keys = func() (k [100]string) {
+	for i := range k {
+		k[i] = fmt.Sprintf("dev-%d", i)
+	}
+	return k
+}()
 
 // forwarderBatch returns how many records the forwarder's default bounds
 // put in a batch, counting bytes as it does.
@@ -196,19 +226,33 @@ func forwarderBatch() int {
 	return n
 }
 
-// batches returns the records as Deliver batches of 200-byte envelopes.
-func batches(records, size int) [][]buffer.Entry {
-	var out [][]buffer.Entry
-	seq := uint64(1)
-	for n := 0; n < records; n += size {
-		b := make([]buffer.Entry, min(size, records-n))
-		for i := range b {
-			b[i] = entry(seq)
-			seq++
-		}
-		out = append(out, b)
+// batchSource hands out the records as Deliver batches of 200-byte
+// envelopes, one at a time in the same memory, as the forwarder reads them
+// from the buffer. Holding all of them at once (400,000 entries) had the
+// sending process's garbage collector mark tens of megabytes at every
+// cycle, a cost the gateway does not have.
+type batchSource struct {
+	left int
+	seq  uint64
+	buf  []buffer.Entry
+}
+
+func newBatchSource(records, size int) *batchSource {
+	return &batchSource{left: records, seq: 1, buf: make([]buffer.Entry, size)}
+}
+
+// next returns the next batch, valid until the next call, or nil.
+func (s *batchSource) next() []buffer.Entry {
+	b := s.buf[:min(len(s.buf), s.left)]
+	for i := range b {
+		b[i] = entry(s.seq)
+		s.seq++
 	}
-	return out
+	s.left -= len(b)
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }
 
 func cpuTime() time.Duration {
@@ -219,23 +263,28 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// measure delivers every batch (after one warm-up batch that is not
-// counted) and returns records/s and CPU µs per record.
-func measure(up uplink.Uplink, bs [][]buffer.Entry) (float64, float64, error) {
-	ctx := context.Background()
-	if err := up.Deliver(ctx, bs[0]); err != nil {
+// measure delivers records in batches of size (after one warm-up batch
+// that is not counted) and returns records/s and CPU µs per record.
+func measure(deliver func([]buffer.Entry) error, records, size int) (float64, float64, error) {
+	src := newBatchSource(records, size)
+	if err := deliver(src.next()); err != nil {
 		return 0, 0, fmt.Errorf("warm-up: %w", err)
 	}
 	n := 0
 	cpu0, t0 := cpuTime(), time.Now()
-	for _, b := range bs[1:] {
-		if err := up.Deliver(ctx, b); err != nil {
+	for b := src.next(); b != nil; b = src.next() {
+		if err := deliver(b); err != nil {
 			return 0, 0, err
 		}
 		n += len(b)
 	}
 	wall, cpu := time.Since(t0), cpuTime()-cpu0
 	return float64(n) / wall.Seconds(), float64(cpu.Microseconds()) / float64(n), nil
+}
+
+// deliverer returns up's Deliver for measure.
+func deliverer(up uplink.Uplink) func([]buffer.Entry) error {
+	return func(b []buffer.Entry) error { return up.Deliver(context.Background(), b) }
 }
 
 // packRecords is the envelopes per message of the packed NATS figure.
@@ -273,7 +322,7 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 		return 0, 0, err
 	}
 	defer up.Close()
-	rps, cpu, err := measure(up, batches(records+size, size))
+	rps, cpu, err := measure(deliverer(up), records+size, size)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -304,6 +353,71 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 	return rps, cpu, nil
 }
 
+// median returns the median of column c of runs.
+func median(runs [][2]float64, c int) float64 {
+	v := make([]float64, len(runs))
+	for i, r := range runs {
+		v[i] = r[c]
+	}
+	return medianOf(v)
+}
+
+func medianOf(v []float64) float64 {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+// benchNATSFloor delivers records in batches of size from the bare
+// publisher of floor.go to a stream that allows fast batches.
+func benchNATSFloor(records, size int) (float64, float64, error) {
+	url, stop, err := startUpstream("nats")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer stop()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return 0, 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: true})
+	if err != nil {
+		return 0, 0, err
+	}
+	p, err := dialFloor(url)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer p.conn.Close()
+	subject := "bench." + gateway + ".r"
+	id := 0
+	rps, cpu, err := measure(func(b []buffer.Entry) error {
+		id++
+		return p.deliver(id, b, subject)
+	}, records+size, size)
+	if err != nil {
+		return 0, 0, err
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		return 0, 0, err
+	}
+	if got, want := info.State.Msgs, uint64(records+size); got != want {
+		return 0, 0, fmt.Errorf("stream holds %d messages, want %d", got, want)
+	}
+	return rps, cpu, nil
+}
+
 func benchKafka(records, size int) (float64, float64, error) {
 	addrs, stop, err := startUpstream("kafka")
 	if err != nil {
@@ -320,7 +434,7 @@ func benchKafka(records, size int) (float64, float64, error) {
 		return 0, 0, err
 	}
 	defer up.Close()
-	rps, cpu, err := measure(up, batches(records+size, size))
+	rps, cpu, err := measure(deliverer(up), records+size, size)
 	if err != nil {
 		return 0, 0, err
 	}

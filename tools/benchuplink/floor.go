@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nuid"
+
 	"github.com/sluiceio/sluice/buffer"
 	"github.com/sluiceio/sluice/uplink"
 )
@@ -19,9 +21,9 @@ import (
 // The JetStream yardstick: what the same server takes from a bare publisher.
 //
 // floorPublisher speaks the NATS protocol on a plain TCP connection and sends
-// the same fast batches as the uplink (the same subjects, envelopes,
-// Nats-Msg-Id headers, batch sizes and flow control: three windows of the
-// server's flow acks in flight), each message encoded straight into the
+// the same fast batches as the uplink (the same subjects, reply subjects of
+// the same form and length, envelopes, Nats-Msg-Id headers, batch sizes and
+// flow control: three windows of the server's flow acks in flight), each message encoded straight into the
 // connection's write buffer: no client library, no routes, no per-message
 // locks. What it reaches is the server's figure for this load on this
 // machine, which the uplink's is compared with, as the MQTT figures are with
@@ -63,7 +65,7 @@ func dialFloor(url string) (*floorPublisher, error) {
 		conn.Close()
 		return nil, fmt.Errorf("nats handshake: %q, %v", line, err)
 	}
-	p := &floorPublisher{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), inbox: "_FLOOR.bench"}
+	p := &floorPublisher{conn: conn, w: bufio.NewWriterSize(conn, 64<<10), inbox: "_INBOX." + nuid.Next()}
 	p.cond = sync.NewCond(&p.mu)
 	fmt.Fprintf(p.w, "CONNECT {\"verbose\":false,\"pedantic\":false,\"headers\":true,\"no_responders\":true,\"protocol\":1}\r\nSUB %s.> 1\r\nPING\r\n", p.inbox)
 	if err := p.w.Flush(); err != nil {
@@ -140,9 +142,9 @@ func (p *floorPublisher) answer(subject string, body []byte) {
 }
 
 // deliver sends batch as one fast batch and waits for its commit's PubAck.
-func (p *floorPublisher) deliver(id int, batch []buffer.Entry, subject string) error {
+func (p *floorPublisher) deliver(batch []buffer.Entry, subject string) error {
 	p.mu.Lock()
-	p.batch = p.inbox + ".b" + strconv.Itoa(id) + "."
+	p.batch = p.inbox + "." + nuid.Next() + "."
 	p.acked, p.window, p.count, p.done = 0, 1, 0, false
 	prefix := p.batch
 	p.mu.Unlock()
@@ -206,7 +208,7 @@ func (p *floorPublisher) deliver(id int, batch []buffer.Entry, subject string) e
 		return p.readErr
 	}
 	if p.count != uint64(len(batch)) {
-		return fmt.Errorf("fast batch %d: the stream stored %d of %d", id, p.count, len(batch))
+		return fmt.Errorf("fast batch %s: the stream stored %d of %d", prefix, p.count, len(batch))
 	}
 	return nil
 }

@@ -400,11 +400,7 @@ func benchNATSFloor(records, size int) (float64, float64, error) {
 	}
 	defer p.conn.Close()
 	subject := "bench." + gateway + ".r"
-	id := 0
-	rps, cpu, err := measure(func(b []buffer.Entry) error {
-		id++
-		return p.deliver(id, b, subject)
-	}, records+size, size)
+	rps, cpu, err := measure(func(b []buffer.Entry) error { return p.deliver(b, subject) }, records+size, size)
 	if err != nil {
 		return 0, 0, err
 	}

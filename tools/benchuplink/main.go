@@ -290,33 +290,68 @@ func deliverer(up uplink.Uplink) func([]buffer.Entry) error {
 // packRecords is the envelopes per message of the packed NATS figure.
 const packRecords = 100
 
+// natsStream is an embedded nats-server (in a child process) with the
+// file-backed stream BENCH on bench.>, and a connection that reads it.
+type natsStream struct {
+	url   string
+	nc    *nats.Conn
+	st    jetstream.Stream
+	close func()
+}
+
+// startStream starts the server and creates the stream, allowing fast
+// batches or not.
+func startStream(batched bool) (*natsStream, error) {
+	url, stop, err := startUpstream("nats")
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(url)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	ns := &natsStream{url: url, nc: nc, close: func() { nc.Close(); stop() }}
+	js, err := jetstream.New(nc)
+	if err == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ns.st, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: batched})
+	}
+	if err != nil {
+		ns.close()
+		return nil, err
+	}
+	return ns, nil
+}
+
+// check returns an error unless the stream holds want messages.
+func (ns *natsStream) check(want uint64) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := ns.st.Info(ctx)
+	if err != nil {
+		return err
+	}
+	if got := info.State.Msgs; got != want {
+		return fmt.Errorf("stream holds %d messages, want %d", got, want)
+	}
+	return nil
+}
+
 // benchNATS delivers records in batches of size to a stream that allows
 // fast batches or not.
 func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, float64, error) {
-	url, stop, err := startUpstream("nats")
+	ns, err := startStream(batched)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer stop()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return 0, 0, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: batched}); err != nil {
-		return 0, 0, err
-	}
+	defer ns.close()
 	subject, err := uplink.ParseSubject("bench.{gateway}.{rule}")
 	if err != nil {
 		return 0, 0, err
 	}
-	up, err := uplink.NewNATS("bench", url, uplink.WithGateway(gateway), uplink.WithSubject(subject),
+	up, err := uplink.NewNATS("bench", ns.url, uplink.WithGateway(gateway), uplink.WithSubject(subject),
 		uplink.WithLogger(slog.New(slog.DiscardHandler)), uplink.WithPack(pack))
 	if err != nil {
 		return 0, 0, err
@@ -326,23 +361,12 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 	if err != nil {
 		return 0, 0, err
 	}
-	// The run may have taken longer than the set-up's deadline.
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.Stream(ctx, "BENCH")
-	if err != nil {
-		return 0, 0, err
-	}
-	info, err := st.Info(ctx)
-	if err != nil {
-		return 0, 0, err
-	}
 	want := uint64(records + size)
 	if pack.MaxRecords > 1 {
 		want = uint64((records/size + 1) * ((size + pack.MaxRecords - 1) / pack.MaxRecords)) // records is a multiple of size
 	}
-	if got := info.State.Msgs; got != want {
-		return 0, 0, fmt.Errorf("stream holds %d messages, want %d", got, want)
+	if err := ns.check(want); err != nil {
+		return 0, 0, err
 	}
 	if got := up.Published.Load(); got != uint64(records+size) {
 		return 0, 0, fmt.Errorf("%d records acknowledged, want %d", got, records+size)
@@ -374,27 +398,12 @@ func medianOf(v []float64) float64 {
 // benchNATSFloor delivers records in batches of size from the bare
 // publisher of floor.go to a stream that allows fast batches.
 func benchNATSFloor(records, size int) (float64, float64, error) {
-	url, stop, err := startUpstream("nats")
+	ns, err := startStream(true)
 	if err != nil {
 		return 0, 0, err
 	}
-	defer stop()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		return 0, 0, err
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		return 0, 0, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: true})
-	if err != nil {
-		return 0, 0, err
-	}
-	p, err := dialFloor(url)
+	defer ns.close()
+	p, err := dialFloor(ns.url)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -404,12 +413,8 @@ func benchNATSFloor(records, size int) (float64, float64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	info, err := st.Info(context.Background())
-	if err != nil {
+	if err := ns.check(uint64(records + size)); err != nil {
 		return 0, 0, err
-	}
-	if got, want := info.State.Msgs, uint64(records+size); got != want {
-		return 0, 0, fmt.Errorf("stream holds %d messages, want %d", got, want)
 	}
 	return rps, cpu, nil
 }

@@ -422,6 +422,12 @@ func (n *NATS) slabFor(batch []buffer.Entry) []byte {
 // msgID returns the Nats-Msg-Id of the entries first to last:
 // <gateway>-<seq> for one, <gateway>-<first>-<last> for a pack.
 func (n *NATS) msgID(first, last uint64) string {
+	return string(n.appendMsgID(first, last))
+}
+
+// appendMsgID writes the Nats-Msg-Id of the entries first to last into the
+// uplink's scratch buffer, valid until its next use, and returns it.
+func (n *NATS) appendMsgID(first, last uint64) []byte {
 	n.scratch = append(n.scratch[:0], n.gateway...)
 	n.scratch = append(n.scratch, '-')
 	n.scratch = strconv.AppendUint(n.scratch, first, 10)
@@ -429,7 +435,7 @@ func (n *NATS) msgID(first, last uint64) string {
 		n.scratch = append(n.scratch, '-')
 		n.scratch = strconv.AppendUint(n.scratch, last, 10)
 	}
-	return string(n.scratch)
+	return n.scratch
 }
 
 // send publishes msg, which holds records entries from seq first to last,

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -258,13 +259,25 @@ func (b *fastBatch) publish(e *buffer.Entry, data []byte, pos uint64, op int) er
 	f.reply = append(f.reply, '.')
 	f.reply = strconv.AppendUint(f.reply, uint64(op), 10)
 	f.reply = append(f.reply, ".$FI"...)
-	f.msg = nats.Msg{Subject: b.subject, Reply: string(f.reply), Data: data}
+	// The reply subject and the Nats-Msg-Id are strings over buffers the
+	// next message reuses: PublishMsg copies both into the connection's
+	// buffer and keeps neither, and they are cleared once it returns. Two
+	// allocations fewer per message, ~12% of the sending side's CPU per
+	// record in benchuplink's fast batch runs (1.23-1.34 µs against
+	// 1.42-1.50, alternating).
+	f.msg = nats.Msg{Subject: b.subject, Reply: unsafeString(f.reply), Data: data}
 	if e != nil {
 		f.msg.Header = f.hdr
-		f.hdr[jetstream.MsgIDHeader][0] = b.n.msgID(e.Seq, e.Seq)
+		f.hdr[jetstream.MsgIDHeader][0] = unsafeString(b.n.appendMsgID(e.Seq, e.Seq))
 	}
-	return b.n.nc.PublishMsg(&f.msg)
+	err := b.n.nc.PublishMsg(&f.msg)
+	f.msg.Reply, f.hdr[jetstream.MsgIDHeader][0] = "", ""
+	return err
 }
+
+// unsafeString returns b as a string without a copy; b must not change
+// while the string is in use.
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // deliverFast publishes batch, every entry of which goes to stream, as one
 // fast batch and waits for its PubAck.

@@ -23,7 +23,19 @@ func (c clock) cpu(pid int) (time.Duration, error) { return c.CPU(pid) }
 // memMiB returns a memory field of /proc/<pid>/status ("VmRSS", "VmHWM")
 // in MiB.
 func memMiB(pid int, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	kb, err := procNumber(pid, "status", field)
+	return kb / 1024, err
+}
+
+// writtenBytes returns the bytes process pid has caused to be written to
+// storage so far (write_bytes of /proc/<pid>/io: what reached the block
+// layer, fsynced or written back, not what sits in the page cache).
+func writtenBytes(pid int) (float64, error) { return procNumber(pid, "io", "write_bytes") }
+
+// procNumber returns the number of field in /proc/<pid>/<file>, a file of
+// "name: value [kB]" lines.
+func procNumber(pid int, file, field string) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
 		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
 	}
@@ -34,16 +46,16 @@ func memMiB(pid int, field string) (float64, error) {
 		if !ok || name != field {
 			continue
 		}
-		kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 		if err != nil {
 			return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
 		}
-		return kb / 1024, nil
+		return v, nil
 	}
 	if err := sc.Err(); err != nil {
 		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
 	}
-	return 0, fmt.Errorf("%s of pid %d: not in /proc/%d/status", field, pid, pid)
+	return 0, fmt.Errorf("%s of pid %d: not in /proc/%d/%s", field, pid, pid, file)
 }
 
 // machine returns the time all CPUs spent busy and stolen.

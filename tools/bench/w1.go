@@ -31,6 +31,7 @@ type w1Run struct {
 	all                   bool // every sent message was counted in time
 	before, loaded, after sample
 	mallocs               uint64  // heap allocations of the agent from before to after
+	written               float64 // bytes the agent wrote to storage from before to after
 	hwmMiB                float64 // the agent's peak RSS
 	totals                agentTotals
 }
@@ -102,6 +103,10 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 	if err != nil {
 		return r, err
 	}
+	written0, err := writtenBytes(agent.pid())
+	if err != nil {
+		return r, err
+	}
 	if r.before, err = meter.sample(); err != nil {
 		return r, err
 	}
@@ -127,6 +132,11 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 		return r, err
 	}
 	r.mallocs = m1 - m0
+	written1, err := writtenBytes(agent.pid())
+	if err != nil {
+		return r, err
+	}
+	r.written = written1 - written0
 	if r.hwmMiB, err = memMiB(agent.pid(), "VmHWM"); err != nil {
 		return r, err
 	}
@@ -150,8 +160,8 @@ func (b *bench) describe(name string, r w1Run) (quiet bool) {
 	b.log.Printf("%s: agent CPU %.2fs during the load + %.2fs after it (window close, commit, forward, idle until counted)",
 		name, r.loaded.since(r.before, "agent").Seconds(), r.after.since(r.loaded, "agent").Seconds())
 	if r.totals.ok {
-		b.log.Printf("%s: agent received %d messages, %d commits (%.0f/s over the run)", name, r.totals.received,
-			r.totals.commits, float64(r.totals.commits)/r.after.at.Sub(r.before.at).Seconds())
+		b.log.Printf("%s: agent received %d messages, %d commits (%.0f/s over the run), wrote %.0f KiB to storage",
+			name, r.totals.received, r.totals.commits, float64(r.totals.commits)/r.after.at.Sub(r.before.at).Seconds(), r.written/1024)
 	}
 	return quiet
 }
@@ -283,11 +293,14 @@ func (b *bench) w1At20k(ctx context.Context) (passed bool, err error) {
 	}
 	passed = true
 	hwm := 0.0
+	var written []float64
 	for _, r := range runs {
 		passed = passed && r.passed()
 		hwm = max(hwm, r.hwmMiB)
+		written = append(written, r.written/r.after.at.Sub(r.before.at).Seconds()/1024)
 	}
 	b.report("e2e_w1_20k_peak_rss_mb", hwm, 1, "MiB")
+	b.report("e2e_w1_20k_disk_write_kib_per_s", median(written), 0, "KiB/s")
 	return passed, nil
 }
 

@@ -70,7 +70,8 @@
 //	e2e_w1a_5k_cpu_us_per_msg          W1a: agent CPU per message
 //	e2e_w1_20k_peak_rss_mb             agent VmHWM after the 20k run
 //	e2e_w1_20k_disk_write_kib_per_s    what the agent wrote to storage (/proc/<pid>/io
-//	                                   write_bytes), per second from subscribed to counted
+//	                                   write_bytes) from subscribed to counted, per
+//	                                   second of load
 //	e2e_w1_max_msgs_per_s              highest rate counted in full
 //	binary_size_mb_arm64               static, stripped linux/arm64 agent
 //

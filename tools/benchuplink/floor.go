@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -42,6 +41,9 @@ type floorPublisher struct {
 	done    bool   // the commit's PubAck came
 	readErr error
 }
+
+// floorBatchTimeout bounds one fast batch of the bare publisher.
+const floorBatchTimeout = 10 * time.Second
 
 // floorReply is the part of the server's fast batch answers the yardstick
 // reads: a flow ack ({"type":"ack"}), or the commit's PubAck (no type).
@@ -95,7 +97,9 @@ func (p *floorPublisher) read(r *bufio.Reader) {
 			switch f[0] {
 			case "PING":
 				p.mu.Lock()
-				_, err = p.w.WriteString("PONG\r\n")
+				if _, err = p.w.WriteString("PONG\r\n"); err == nil {
+					err = p.w.Flush()
+				}
 				p.mu.Unlock()
 				if err != nil {
 					return err
@@ -148,6 +152,17 @@ func (p *floorPublisher) deliver(batch []buffer.Entry, subject string) error {
 	p.acked, p.window, p.count, p.done = 0, 1, 0, false
 	prefix := p.batch
 	p.mu.Unlock()
+	// A flow ack or the PubAck may be lost: the batch fails rather than
+	// the run hanging. A batch of ~4,000 takes a few tens of milliseconds.
+	deadline := time.AfterFunc(floorBatchTimeout, func() {
+		p.mu.Lock()
+		if p.batch == prefix && !p.done && p.readErr == nil {
+			p.readErr = fmt.Errorf("fast batch %s: no answer within %s", prefix, floorBatchTimeout)
+			p.cond.Broadcast()
+		}
+		p.mu.Unlock()
+	})
+	defer deadline.Stop()
 
 	var line, hdr, reply, env []byte
 	for i := range batch {
@@ -194,13 +209,6 @@ func (p *floorPublisher) deliver(batch []buffer.Entry, subject string) error {
 	if err := p.w.Flush(); err != nil {
 		return err
 	}
-	deadline := time.AfterFunc(10*time.Second, func() {
-		p.mu.Lock()
-		p.readErr = errors.New("no PubAck for the commit within 10s")
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer deadline.Stop()
 	for !p.done && p.readErr == nil {
 		p.cond.Wait()
 	}

@@ -63,6 +63,9 @@ func main() {
 	repeat := flag.Int("repeat", 3, "JetStream fast batch runs of the uplink and of the bare publisher, alternating (medians reported)")
 	flag.Parse()
 	log.SetFlags(0)
+	if *repeat < 1 {
+		log.Fatalf("-repeat %d: want at least 1", *repeat)
+	}
 	if *batch <= 0 {
 		*batch = forwarderBatch()
 	}
@@ -90,13 +93,22 @@ func main() {
 		var up, floor [][2]float64
 		var ratios []float64
 		for i := 0; i < *repeat; i++ {
-			rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, true)
+			// Each goes first in every other run, so that neither always
+			// meets the machine a run later.
+			var rps, cpu, frps, fcpu float64
+			var err, ferr error
+			if i%2 == 0 {
+				rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{}, true)
+				frps, fcpu, ferr = benchNATSFloor(*records, *batch)
+			} else {
+				frps, fcpu, ferr = benchNATSFloor(*records, *batch)
+				rps, cpu, err = benchNATS(*records, *batch, uplink.Pack{}, true)
+			}
 			if err != nil {
 				log.Fatalf("nats: %v", err)
 			}
-			frps, fcpu, err := benchNATSFloor(*records, *batch)
-			if err != nil {
-				log.Fatalf("nats floor: %v", err)
+			if ferr != nil {
+				log.Fatalf("nats floor: %v", ferr)
 			}
 			fmt.Printf("benchuplink: JetStream fast batches, run %d: uplink %.0f records/s (%.2f µs), bare publisher %.0f (%.2f µs): %.2f\n", i+1, rps, cpu, frps, fcpu, rps/frps)
 			up, floor, ratios = append(up, [2]float64{rps, cpu}), append(floor, [2]float64{frps, fcpu}), append(ratios, rps/frps)

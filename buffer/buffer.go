@@ -642,6 +642,12 @@ func applyState(states *bolt.Bucket, sc *StateChange) error {
 	if err != nil {
 		return err
 	}
+	// A checkpoint rewrites the pages it touches whole (copy on write), and
+	// a rule's groups change together. At bbolt's default of half-full
+	// pages it wrote twice the pages its state needs: W1 at 20k wrote
+	// 4.1-4.4 MB to storage in a run, 2.7-2.8 MB like this, and a checkpoint
+	// of 1,000 groups cost 0.94-1.12 ms of CPU against 0.69-0.74.
+	s.FillPercent = 0.95
 	for _, kv := range sc.Puts {
 		if kv.Value == nil {
 			if err := s.Delete(kv.Key); err != nil {

@@ -1,9 +1,12 @@
 package buffer
 
 import (
+	"bytes"
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func entries(n int, routes ...string) []Entry {
@@ -144,5 +147,39 @@ func BenchmarkCommit100(b *testing.B) {
 		if err := buf.Commit(&c); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestCheckpointPagesArePacked: a checkpoint of 1,000 groups, taken again
+// with every value changed, leaves the state's leaf pages nearly full, so
+// that each checkpoint writes (copy on write) no more pages than its state
+// needs; at bbolt's default they were half full.
+func TestCheckpointPagesArePacked(t *testing.T) {
+	b, err := Open(filepath.Join(t.TempDir(), "buf.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	puts := make([]KV, 1000)
+	for round := range 3 {
+		for i := range puts {
+			puts[i] = KV{Key: fmt.Appendf(nil, "gdev-%04d", i), Value: bytes.Repeat([]byte{byte(round)}, 80+round*4)}
+		}
+		if err := b.Commit(&Commit{State: []StateChange{{Scope: "rule/w1", Puts: puts}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	err = b.view(func(tx *bolt.Tx) error {
+		st := tx.Bucket(bucketState).Bucket([]byte("rule/w1")).Stats()
+		if st.KeyN != 1000 {
+			t.Errorf("%d keys, want 1000", st.KeyN)
+		}
+		if fill := float64(st.LeafInuse) / float64(st.LeafAlloc); fill < 0.85 {
+			t.Errorf("leaf pages %.0f%% full (%d bytes in %d pages), want at least 85%%", fill*100, st.LeafInuse, st.LeafPageN)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -6,22 +6,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluiceio/sluice/internal/testenv"
 )
 
 // TestFloorPublisherStoresEveryRecord runs the yardstick against an
 // embedded server: every record of every batch is stored once, in order,
 // with its Nats-Msg-Id, and a batch sent again is dropped as duplicates.
 func TestFloorPublisherStoresEveryRecord(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
+	s, err := testenv.StartNATS(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
 	}
 	defer s.Shutdown()
 	nc, err := nats.Connect(s.ClientURL())

@@ -42,13 +42,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/internal/testenv"
 	"github.com/sluiceio/sluice/uplink"
 )
 
@@ -151,13 +151,9 @@ func runUpstream(kind string) error {
 			return err
 		}
 		defer os.RemoveAll(dir)
-		s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+		s, err := testenv.StartNATS(dir)
 		if err != nil {
 			return err
-		}
-		go s.Start()
-		if !s.ReadyForConnections(10 * time.Second) {
-			return fmt.Errorf("nats-server not ready")
 		}
 		defer s.Shutdown()
 		fmt.Println(s.ClientURL())

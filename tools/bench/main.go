@@ -68,6 +68,7 @@
 //	e2e_w1_5k_broker_cpu_us_per_msg    mosquitto's, during the 5k agent run
 //	e2e_w1a_5k_latency_p99_ms          W1a: record ts to upstream arrival, p99
 //	e2e_w1a_5k_cpu_us_per_msg          W1a: agent CPU per message
+//	e2e_w1a_5k_disk_write_kib_per_s    W1a: what the agent wrote to storage per second of load
 //	e2e_w1_20k_peak_rss_mb             agent VmHWM after the 20k run
 //	e2e_w1_20k_disk_write_kib_per_s    what the agent wrote to storage (/proc/<pid>/io
 //	                                   write_bytes) from subscribed to counted, per

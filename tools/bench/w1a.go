@@ -51,6 +51,10 @@ func (b *bench) w1aRun(ctx context.Context, attempt int, last bool) (quiet bool,
 	if err != nil {
 		return false, err
 	}
+	written0, err := writtenBytes(agent.pid())
+	if err != nil {
+		return false, err
+	}
 	sim, err := b.runSim(ctx, dir, broker.URL, l)
 	if err != nil {
 		return false, err
@@ -62,7 +66,13 @@ func (b *bench) w1aRun(ctx context.Context, attempt int, last bool) (quiet bool,
 	if err != nil {
 		return false, err
 	}
+	written1, err := writtenBytes(agent.pid())
+	if err != nil {
+		return false, err
+	}
 	b.log.Printf("%s: firmware-sim %s", name, sim)
+	written := (written1 - written0) / 1024 / sim.wall.Seconds()
+	b.log.Printf("%s: the agent wrote %.0f KiB to storage, %.0f KiB per second of load", name, (written1-written0)/1024, written)
 	quiet = b.checkQuiet(name, before, after, sim.cpu)
 
 	envs, arrived := up.col.Arrivals()
@@ -84,6 +94,7 @@ func (b *bench) w1aRun(ctx context.Context, attempt int, last bool) (quiet bool,
 	if quiet || last {
 		b.report("e2e_w1a_5k_latency_p99_ms", q(0.99), 1, "ms")
 		b.report("e2e_w1a_5k_cpu_us_per_msg", perMsg(after.since(before, "agent"), sim.sent), 1, "us/msg")
+		b.report("e2e_w1a_5k_disk_write_kib_per_s", written, 0, "KiB/s")
 	}
 	return quiet, nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -573,5 +574,50 @@ func TestForwarderOutageDrain(t *testing.T) {
 	}
 	if uint64(wire) > f.DeliveredBytes.Load() {
 		t.Errorf("upstream received %d bytes, more than the %d estimated", wire, f.DeliveredBytes.Load())
+	}
+}
+
+// TestForwarderSavesItsCursorAtMostEveryAckEvery: under a steady flow of
+// small commits (one every 5 ms, as a stateless rule's group commits come)
+// the forwarder delivers after each of them but saves its cursor in the
+// buffer at most every ackEvery, each save being a transaction with its
+// fsyncs; once the flow stops, the last delivery is saved within ackEvery.
+func TestForwarderSavesItsCursorAtMostEveryAckEvery(t *testing.T) {
+	ns := newNATSServer(t)
+	ns.start()
+	ns.createStream()
+	buf := openBuffer(t, "up")
+	a := newAcks()
+	var saves atomic.Int64
+	onAck := func(pos buffer.Position) { saves.Add(1); a.onAck(pos) }
+	f := NewForwarder(buf, newUplink(t, "up", ns.url()), WithBacklogSplit(-1), WithOnAck(onAck), WithForwarderLogger(quiet))
+	runForwarder(t, f)
+
+	commit(t, buf, 1, 0, 100)
+	if !a.wait(1, 0, 10*time.Second) {
+		t.Fatalf("cursor at %+v, want 1", a.get())
+	}
+	saves.Store(0)
+	batches0 := f.Batches.Load()
+	const commits = 60
+	start := time.Now()
+	for range commits {
+		commit(t, buf, 1, 0, 100)
+		time.Sleep(5 * time.Millisecond) // the pace of the flow, not a wait for an event
+	}
+	flow := time.Since(start)
+	if !a.wait(1+commits, 0, 10*time.Second) {
+		t.Fatalf("cursor at %+v, want %d", a.get(), 1+commits)
+	}
+	batches, n := f.Batches.Load()-batches0, saves.Load()
+	t.Logf("%d commits in %s: %d deliveries, %d cursor saves", commits, flow.Round(time.Millisecond), batches, n)
+	if batches < commits/3 {
+		t.Fatalf("%d deliveries for %d commits: the flow was not steady enough to test anything", batches, commits)
+	}
+	if limit := int64(flow/(100*time.Millisecond)) + 2; n > limit {
+		t.Errorf("%d cursor saves over %s, want at most %d (one per 100ms, and the last; ackEvery is %s)", n, flow.Round(time.Millisecond), limit, ackEvery)
+	}
+	if cur, err := buf.Cursor("up"); err != nil || cur.Normal != 1+commits {
+		t.Errorf("saved cursor %+v (%v), want %d", cur, err, 1+commits)
 	}
 }

@@ -482,7 +482,7 @@ func (g *generation) startUplink(u config.Uplink) error {
 			return err
 		}
 	}
-	f := newForwarder(g.buf, up, u, g.log, pipeline.WithOnAck(ackHook(g.srv, u.Name)), pipeline.WithOnReject(rejectHook(g.srv, u.Name)))
+	f := newForwarder(g.buf, up, u, g.log, pipeline.WithOnDelivered(ackHook(g.srv, u.Name)), pipeline.WithOnReject(rejectHook(g.srv, u.Name)))
 	g.upIndex[u.Name] = len(g.uplinks)
 	g.uplinks = append(g.uplinks, up)
 	g.fwds = append(g.fwds, f)

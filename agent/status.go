@@ -206,8 +206,8 @@ func (c *ruleCounters) hook(srv *api.Server) func([]buffer.Entry, time.Time, tim
 	}
 }
 
-// ackHook returns the OnAck of the named uplink's forwarder, or nil without
-// a server.
+// ackHook returns the hook the named uplink's forwarder calls when the
+// upstream acknowledged entries (WithOnDelivered), or nil without a server.
 func ackHook(srv *api.Server, uplink string) func(buffer.Position) {
 	if srv == nil {
 		return nil

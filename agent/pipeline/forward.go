@@ -180,16 +180,17 @@ type Forwarder struct {
 }
 
 type forwardConfig struct {
-	maxRecords int
-	maxBytes   int
-	linger     time.Duration
-	rate       int64 // bytes per second; 0: no cap
-	backoffMin time.Duration
-	backoffMax time.Duration
-	split      int // backlog in entries that splits; <0: never; 0: default
-	log        *slog.Logger
-	onAck      func(buffer.Position)
-	onReject   func(e *buffer.Entry, err error)
+	maxRecords  int
+	maxBytes    int
+	linger      time.Duration
+	rate        int64 // bytes per second; 0: no cap
+	backoffMin  time.Duration
+	backoffMax  time.Duration
+	split       int // backlog in entries that splits; <0: never; 0: default
+	log         *slog.Logger
+	onAck       func(buffer.Position)
+	onDelivered func(buffer.Position)
+	onReject    func(e *buffer.Entry, err error)
 }
 
 // ForwarderOption configures NewForwarder.
@@ -247,9 +248,18 @@ func WithForwarderLogger(l *slog.Logger) ForwarderOption {
 	return func(c *forwardConfig) { c.log = l }
 }
 
-// WithOnAck sets a function called on Run's goroutine after the cursor moved.
+// WithOnAck sets a function called on Run's goroutine after the cursor
+// moved and was saved in the buffer (at most every ackEvery while
+// deliveries keep coming).
 func WithOnAck(fn func(pos buffer.Position)) ForwarderOption {
 	return func(c *forwardConfig) { c.onAck = fn }
+}
+
+// WithOnDelivered sets a function called on Run's goroutine as soon as the
+// upstream acknowledged entries that move the cursor to pos, before the
+// cursor is saved.
+func WithOnDelivered(fn func(pos buffer.Position)) ForwarderOption {
+	return func(c *forwardConfig) { c.onDelivered = fn }
 }
 
 // NewForwarder returns a forwarder of buf's entries to up; Run starts it.
@@ -359,6 +369,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		rejected = map[uint64]buffer.Priority{}
 	)
 	var lastAck time.Time // of the last cursor saved in the buffer
+	delivered := cursor   // the cursor as far as the upstream acknowledged
 	ack := func() error {
 		if err := f.Buffer.Ack(name, ln.back); err != nil {
 			return err
@@ -374,6 +385,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		return nil
 	}
+	// saveBeforeWait saves a pending cursor before a wait that may last
+	// (a linger, the rate cap, a backoff); an error is retried later.
+	saveBeforeWait := func() {
+		if ln.back != cursor {
+			_ = ack()
+		}
+	}
 	ackTimer := time.NewTimer(ackEvery)
 	ackTimer.Stop()
 	defer ackTimer.Stop()
@@ -381,9 +399,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		f.setErr(err)
 		f.state.Store(int32(StateBackoff))
 		log.Warn(what, append([]any{"err", err}, args...)...)
-		if ln.back != cursor {
-			_ = ack() // what was delivered is saved before a wait that may last
-		}
+		saveBeforeWait()
 		backoff = f.wait(ctx, cfg, backoff)
 	}
 	// followNewest moves the live lane of l to the newest entry while the
@@ -445,6 +461,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		batch, next, bytes, nLive, err = f.compose(name, ln, batch[:0], records, cfg.maxBytes)
 		if err == nil && cfg.linger > 0 && !lastAttempt && len(batch) > 0 && len(batch) < cfg.maxRecords && bytes < cfg.maxBytes && !hasHigh(batch) {
+			saveBeforeWait()
 			batch, next, bytes, nLive, err = f.linger(ctx, cfg, name, next, batch, bytes, nLive, changed)
 		}
 		if err != nil {
@@ -456,13 +473,14 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		if len(batch) > 0 {
 			if lim != nil {
+				saveBeforeWait()
 				if err := reserve(ctx, lim, bytes); err != nil {
 					continue // ctx ended
 				}
 			}
 			if err := f.Uplink.Deliver(ctx, batch); err != nil {
 				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-					return nil
+					break // the stop: what went before is saved below
 				}
 				if perm, ok := uplink.IsPermanent(err); ok {
 					if i := slices.IndexFunc(batch, func(e buffer.Entry) bool { return e.Seq == perm.Seq }); i >= 0 {
@@ -506,6 +524,12 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}
 		idle := len(batch) == 0 && next == ln
 		ln = next
+		if ln.back != delivered {
+			delivered = ln.back
+			if cfg.onDelivered != nil {
+				cfg.onDelivered(delivered)
+			}
+		}
 		if ln.back != cursor && time.Since(lastAck) >= ackEvery {
 			if err := ack(); err != nil {
 				fail("ack buffer", err)

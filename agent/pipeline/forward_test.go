@@ -621,3 +621,86 @@ func TestForwarderSavesItsCursorAtMostEveryAckEvery(t *testing.T) {
 		t.Errorf("saved cursor %+v (%v), want %d", cur, err, 1+commits)
 	}
 }
+
+// heldUplink acknowledges every delivery at once, but holds the one that
+// starts at seq holdFrom until the forwarder stops, and then fails it with
+// the context's error, as the real uplinks do: a delivery deterministically
+// in flight at the stop, which no real upstream gives on demand.
+type heldUplink struct {
+	holdFrom uint64
+	held     chan struct{} // closed when the held delivery started
+}
+
+func (u *heldUplink) Name() string { return "up" }
+func (u *heldUplink) Close() error { return nil }
+func (u *heldUplink) Deliver(ctx context.Context, b []buffer.Entry) error {
+	if b[0].Seq == u.holdFrom {
+		close(u.held)
+		<-ctx.Done()
+		return fmt.Errorf("deliver: %w", ctx.Err())
+	}
+	return nil
+}
+
+// TestForwarderSavesTheCursorWhenStoppedMidDelivery: seq 2 went upstream
+// less than ackEvery after seq 1 was saved, so its save waits; the forwarder
+// stops while seq 3 is in flight, and seq 2 is saved on the way out.
+func TestForwarderSavesTheCursorWhenStoppedMidDelivery(t *testing.T) {
+	buf := openBuffer(t, "up")
+	up := &heldUplink{holdFrom: 3, held: make(chan struct{})}
+	delivered := make(chan uint64, 8)
+	f := NewForwarder(buf, up, WithBatch(1, 0, 0), WithBacklogSplit(-1), WithForwarderLogger(quiet),
+		WithOnDelivered(func(pos buffer.Position) { delivered <- pos.Normal }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx) }()
+	defer cancel()
+	waitSeq := func(want uint64) {
+		t.Helper()
+		select {
+		case got := <-delivered:
+			if got != want {
+				t.Fatalf("delivered up to %d, want %d", got, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("nothing delivered, want up to %d", want)
+		}
+	}
+	commit(t, buf, 1, 0, 100)
+	waitSeq(1)
+	commit(t, buf, 2, 0, 100) // seq 2 goes at once, seq 3 is held
+	waitSeq(2)
+	select {
+	case <-up.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("seq 3 was not delivered")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if cur, err := buf.Cursor("up"); err != nil || cur.Normal != 2 {
+		t.Errorf("saved cursor %+v (%v) after the stop, want 2: seq 2 was delivered", cur, err)
+	}
+}
+
+// TestForwarderSavesTheCursorBeforeALinger: two full batches go at once and
+// the rest of the entries wait for the linger (3 s); what went is saved
+// before that wait, not after it.
+func TestForwarderSavesTheCursorBeforeALinger(t *testing.T) {
+	ns := newNATSServer(t)
+	ns.start()
+	ns.createStream()
+	buf := openBuffer(t, "up")
+	a := newAcks()
+	f := NewForwarder(buf, newUplink(t, "up", ns.url()), WithBatch(10, 0, 3*time.Second), WithBacklogSplit(-1),
+		WithOnAck(a.onAck), WithForwarderLogger(quiet))
+	runForwarder(t, f)
+	commit(t, buf, 25, 0, 100)
+	if !a.wait(20, 0, time.Second) {
+		t.Fatalf("saved cursor at %+v a second after the entries came, want 20 (the linger lasts 3s)", a.get())
+	}
+	if !a.wait(25, 0, 10*time.Second) {
+		t.Fatalf("saved cursor at %+v, want 25 after the linger", a.get())
+	}
+}

@@ -45,6 +45,15 @@ func newNATSServer(t *testing.T) *natsServer {
 	return ns
 }
 
+// startStream returns a running server with the stream T.
+func startStream(t *testing.T) *natsServer {
+	t.Helper()
+	ns := newNATSServer(t)
+	ns.start()
+	ns.createStream()
+	return ns
+}
+
 func (ns *natsServer) url() string { return fmt.Sprintf("nats://127.0.0.1:%d", ns.port) }
 
 func (ns *natsServer) start() {
@@ -236,9 +245,7 @@ func readStream(t *testing.T, st jetstream.Stream) []streamMsg {
 // delivers a stream of commits, commits more while it is down, and starts it
 // again: the stream holds every output exactly once, in seq order.
 func TestForwarderJetStreamRestart(t *testing.T) {
-	ns := newNATSServer(t)
-	ns.start()
-	ns.createStream()
+	ns := startStream(t)
 	buf := openBuffer(t, "up")
 	up := newUplink(t, "up", ns.url())
 	a := newAcks()
@@ -411,9 +418,7 @@ func TestForwarderOutageDrain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("100,000 outputs")
 	}
-	ns := newNATSServer(t)
-	ns.start()
-	ns.createStream()
+	ns := startStream(t)
 	ns.stop() // the stream survives in the store
 
 	const (
@@ -583,9 +588,7 @@ func TestForwarderOutageDrain(t *testing.T) {
 // buffer at most every ackEvery, each save being a transaction with its
 // fsyncs; once the flow stops, the last delivery is saved within ackEvery.
 func TestForwarderSavesItsCursorAtMostEveryAckEvery(t *testing.T) {
-	ns := newNATSServer(t)
-	ns.start()
-	ns.createStream()
+	ns := startStream(t)
 	buf := openBuffer(t, "up")
 	a := newAcks()
 	var saves atomic.Int64
@@ -688,9 +691,7 @@ func TestForwarderSavesTheCursorWhenStoppedMidDelivery(t *testing.T) {
 // the rest of the entries wait for the linger (3 s); what went is saved
 // before that wait, not after it.
 func TestForwarderSavesTheCursorBeforeALinger(t *testing.T) {
-	ns := newNATSServer(t)
-	ns.start()
-	ns.createStream()
+	ns := startStream(t)
 	buf := openBuffer(t, "up")
 	a := newAcks()
 	f := NewForwarder(buf, newUplink(t, "up", ns.url()), WithBatch(10, 0, 3*time.Second), WithBacklogSplit(-1),

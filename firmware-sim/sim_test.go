@@ -84,6 +84,8 @@ type counter struct {
 	reached  chan struct{} // closed when total reaches want
 	sentinel chan struct{} // closed when the sentinel arrives
 	want     int
+	grew     *sync.Cond // broadcast when total grows, or waitTotal's time is up
+	late     bool       // waitTotal's time is up
 }
 
 const sentinelTopic = "sensors/sentinel/telemetry"
@@ -94,6 +96,7 @@ func subscribe(t *testing.T, broker string, want int) *counter {
 		perDev: map[string]int{}, values: map[string][]string{}, seen: map[string]bool{},
 		reached: make(chan struct{}), sentinel: make(chan struct{}), want: want,
 	}
+	c.grew = sync.NewCond(&c.mu)
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID("counter").SetOrderMatters(true)
 	cl := mqtt.NewClient(opts)
 	if tok := cl.Connect(); !tok.WaitTimeout(failAfter) || tok.Error() != nil {
@@ -126,6 +129,7 @@ func subscribe(t *testing.T, broker string, want int) *counter {
 		c.perDev[p.Device]++
 		c.values[p.Device] = append(c.values[p.Device], p.Temperature.String())
 		c.total++
+		c.grew.Broadcast()
 		if c.total == c.want {
 			close(c.reached)
 		}
@@ -136,9 +140,29 @@ func subscribe(t *testing.T, broker string, want int) *counter {
 	return c
 }
 
-// settle waits for the sentinel, published by the broker's inline client
-// after everything the simulator sent was delivered, so that no message can
-// still be on its way when the counts are asserted.
+// waitTotal waits until n messages were counted. The broker acks a QoS 1
+// message before it passes it on (mochi writes the PUBACK first), so the
+// simulator can have the ack of its last message before the subscriber has
+// the message, and a sentinel published then can overtake it.
+func (c *counter) waitTotal(t *testing.T, n int) {
+	t.Helper()
+	timer := time.AfterFunc(failAfter, func() { c.mu.Lock(); c.late = true; c.grew.Broadcast(); c.mu.Unlock() })
+	defer timer.Stop()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.total < n && !c.late {
+		c.grew.Wait()
+	}
+	if c.total < n {
+		t.Fatalf("subscriber got %d of %d messages", c.total, n)
+	}
+}
+
+// settle publishes a sentinel through the broker's inline client and waits
+// for it, so that whatever the broker passed on before it (a duplicate, a
+// message too many) is counted when the counts are asserted. Call it once
+// the expected count arrived (reached, waitTotal): the broker acks a message
+// before it passes it on, so the sentinel can overtake the last ones.
 func (c *counter) settle(t *testing.T, srv *mochi.Server) {
 	t.Helper()
 	if err := srv.Publish(sentinelTopic, []byte("{}"), false, 1); err != nil {
@@ -529,6 +553,7 @@ func TestInterrupt(t *testing.T) {
 	if !sum.Interrupted || sum.Sent < 500 || sum.Acked != sum.Sent || sum.Errors != 0 || !sum.OK() {
 		t.Fatalf("summary %s (interrupted %v ok %v)", sum, sum.Interrupted, sum.OK())
 	}
+	sub.waitTotal(t, int(sum.Sent))
 	sub.settle(t, srv)
 	sub.mu.Lock()
 	defer sub.mu.Unlock()

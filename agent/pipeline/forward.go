@@ -53,8 +53,9 @@ const (
 	// forwarder delivers after every group commit: W1a (540 records a
 	// second) saved ~100 cursors a second, half of its fsyncs. A crash
 	// sends what was delivered since the last save again, as it did
-	// before within a delivery's own round trip; the upstream drops it by
-	// seq (Nats-Msg-Id) like any replay.
+	// before within a delivery's own round trip: JetStream drops it by
+	// Nats-Msg-Id within its duplicate window, and Kafka consumers see the
+	// same seq again, as after any replay.
 	ackEvery = 100 * time.Millisecond
 )
 

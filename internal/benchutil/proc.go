@@ -1,6 +1,7 @@
 // Package benchutil holds what the benchmark commands (tools/bench,
-// tools/benchingest) share: CPU time of processes and of the machine, read
-// from /proc (Linux only, as the benchmarks are).
+// tools/benchingest, tools/benchuplink) share: CPU time of processes and of
+// the machine, read from /proc (Linux only, as the benchmarks are), and the
+// median of runs.
 package benchutil
 
 import (

@@ -28,8 +28,9 @@ func memMiB(pid int, field string) (float64, error) {
 }
 
 // writtenBytes returns the bytes process pid has caused to be written to
-// storage so far (write_bytes of /proc/<pid>/io: what reached the block
-// layer, fsynced or written back, not what sits in the page cache).
+// storage so far (write_bytes of /proc/<pid>/io: counted when the process
+// dirties a page of a file, so a page dirtied again before the kernel wrote
+// it back counts once).
 func writtenBytes(pid int) (float64, error) { return procNumber(pid, "io", "write_bytes") }
 
 // procNumber returns the number of field in /proc/<pid>/<file>, a file of

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"time"
 
+	"github.com/sluiceio/sluice/internal/benchutil"
 	"github.com/sluiceio/sluice/internal/testenv"
 )
 
@@ -251,29 +251,16 @@ func (b *bench) w1Pairs(ctx context.Context, rate int, broker bool) ([]w1Run, er
 			b.log.Printf("%s run %d: agent %.1f, floor %.1f µs/msg: %.2f×", l.label(), i, a, fl, a/fl)
 		}
 	}
-	b.report("e2e_w1_"+l.label()+"_cpu_us_per_msg", median(agentUs), 1, "us/msg")
-	b.report("e2e_w1_"+l.label()+"_allocs_per_msg", median(allocs), 2, "allocs/msg")
+	b.report("e2e_w1_"+l.label()+"_cpu_us_per_msg", benchutil.Median(agentUs), 1, "us/msg")
+	b.report("e2e_w1_"+l.label()+"_allocs_per_msg", benchutil.Median(allocs), 2, "allocs/msg")
 	if broker {
-		b.report("e2e_w1_"+l.label()+"_broker_cpu_us_per_msg", median(brokerUs), 1, "us/msg")
+		b.report("e2e_w1_"+l.label()+"_broker_cpu_us_per_msg", benchutil.Median(brokerUs), 1, "us/msg")
 	}
-	b.report("e2e_w1_"+l.label()+"_floor_cpu_us_per_msg", median(floorUs), 1, "us/msg")
+	b.report("e2e_w1_"+l.label()+"_floor_cpu_us_per_msg", benchutil.Median(floorUs), 1, "us/msg")
 	if len(ratios) > 0 {
-		b.log.Printf("%s: agent / floor: median of the runs' ratios %.2f (runs: %.2f)", l.label(), median(ratios), ratios)
+		b.log.Printf("%s: agent / floor: median of the runs' ratios %.2f (runs: %.2f)", l.label(), benchutil.Median(ratios), ratios)
 	}
 	return runs, nil
-}
-
-// median returns the median of v (the mean of the middle two for an even
-// count), or 0 for none.
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	if n := len(s); n%2 == 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return s[len(s)/2]
 }
 
 // w1At5k reports the agent's, mosquitto's and the floor's CPU per message
@@ -302,7 +289,7 @@ func (b *bench) w1At20k(ctx context.Context) (passed bool, err error) {
 		written = append(written, r.written/r.sim.wall.Seconds()/1024)
 	}
 	b.report("e2e_w1_20k_peak_rss_mb", hwm, 1, "MiB")
-	b.report("e2e_w1_20k_disk_write_kib_per_s", median(written), 0, "KiB/s")
+	b.report("e2e_w1_20k_disk_write_kib_per_s", benchutil.Median(written), 0, "KiB/s")
 	return passed, nil
 }
 

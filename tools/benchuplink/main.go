@@ -37,7 +37,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +47,7 @@ import (
 
 	"github.com/sluiceio/sluice/agent/pipeline"
 	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/internal/benchutil"
 	"github.com/sluiceio/sluice/internal/testenv"
 	"github.com/sluiceio/sluice/uplink"
 )
@@ -90,8 +90,7 @@ func main() {
 		// The uplink and the bare publisher alternate, and the figures
 		// are medians: the server's figure drifts by 5-10% from one run
 		// to the next on this kind of machine.
-		var up, floor [][2]float64
-		var ratios []float64
+		var upRPS, upCPU, floorRPS, floorCPU, ratios []float64
 		for i := 0; i < *repeat; i++ {
 			// Each goes first in every other run, so that neither always
 			// meets the machine a run later.
@@ -111,13 +110,15 @@ func main() {
 				log.Fatalf("nats floor: %v", ferr)
 			}
 			fmt.Printf("benchuplink: JetStream fast batches, run %d: uplink %.0f records/s (%.2f µs), bare publisher %.0f (%.2f µs): %.2f\n", i+1, rps, cpu, frps, fcpu, rps/frps)
-			up, floor, ratios = append(up, [2]float64{rps, cpu}), append(floor, [2]float64{frps, fcpu}), append(ratios, rps/frps)
+			upRPS, upCPU = append(upRPS, rps), append(upCPU, cpu)
+			floorRPS, floorCPU = append(floorRPS, frps), append(floorCPU, fcpu)
+			ratios = append(ratios, rps/frps)
 		}
-		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", median(up, 0))
-		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", median(up, 1))
-		fmt.Printf("BENCH uplink_nats_jetstream_floor_rps %.0f records/s\n", median(floor, 0))
-		fmt.Printf("BENCH uplink_nats_jetstream_floor_cpu_us_per_msg %.2f us\n", median(floor, 1))
-		fmt.Printf("benchuplink: JetStream fast batches: the uplink reached %.2f of the bare publisher's records/s (median of the runs' ratios %.2f)\n", medianOf(ratios), ratios)
+		fmt.Printf("BENCH uplink_nats_jetstream_rps %.0f records/s\n", benchutil.Median(upRPS))
+		fmt.Printf("BENCH uplink_nats_jetstream_cpu_us_per_msg %.2f us\n", benchutil.Median(upCPU))
+		fmt.Printf("BENCH uplink_nats_jetstream_floor_rps %.0f records/s\n", benchutil.Median(floorRPS))
+		fmt.Printf("BENCH uplink_nats_jetstream_floor_cpu_us_per_msg %.2f us\n", benchutil.Median(floorCPU))
+		fmt.Printf("benchuplink: JetStream fast batches: the uplink reached %.2f of the bare publisher's records/s (median of the runs' ratios %.2f)\n", benchutil.Median(ratios), ratios)
 		rps, cpu, err := benchNATS(*records, *batch, uplink.Pack{}, false)
 		if err != nil {
 			log.Fatalf("nats acked: %v", err)
@@ -302,7 +303,6 @@ const packRecords = 100
 // file-backed stream BENCH on bench.>, and a connection that reads it.
 type natsStream struct {
 	url   string
-	nc    *nats.Conn
 	st    jetstream.Stream
 	close func()
 }
@@ -319,7 +319,7 @@ func startStream(batched bool) (*natsStream, error) {
 		stop()
 		return nil, err
 	}
-	ns := &natsStream{url: url, nc: nc, close: func() { nc.Close(); stop() }}
+	ns := &natsStream{url: url, close: func() { nc.Close(); stop() }}
 	js, err := jetstream.New(nc)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -383,24 +383,6 @@ func benchNATS(records, size int, pack uplink.Pack, batched bool) (float64, floa
 		return 0, 0, fmt.Errorf("%d fast batches, want %d", got, want)
 	}
 	return rps, cpu, nil
-}
-
-// median returns the median of column c of runs.
-func median(runs [][2]float64, c int) float64 {
-	v := make([]float64, len(runs))
-	for i, r := range runs {
-		v[i] = r[c]
-	}
-	return medianOf(v)
-}
-
-func medianOf(v []float64) float64 {
-	v = slices.Clone(v)
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 // benchNATSFloor delivers records in batches of size from the bare

@@ -124,3 +124,29 @@ func TestMaxAckDelayBoundsNagleHold(t *testing.T) {
 	worst, _ = nagleLatency(t, connOptions{coalesce: time.Millisecond}, messages, true)
 	t.Logf("max_ack_delay 0: longest wait %v", worst)
 }
+
+// TestAlignedAckDelay: whole milliseconds plus the slack, never more than
+// the slack past the due time, and what is due within a millisecond as it
+// is.
+func TestAlignedAckDelay(t *testing.T) {
+	us := time.Microsecond
+	for _, c := range []struct{ untilDue, want time.Duration }{
+		{6800 * us, 6050 * us},
+		{6050 * us, 6050 * us},
+		{6020 * us, 6050 * us}, // 30 µs late, within the slack
+		{7000 * us, 7050 * us},
+		{1050 * us, 1050 * us},
+		{1049 * us, 1049 * us},
+		{300 * us, 300 * us},
+		{0, 0},
+		{-2 * time.Millisecond, 0},
+	} {
+		got := alignedAckDelay(c.untilDue)
+		if got != c.want {
+			t.Errorf("alignedAckDelay(%v) = %v; want %v", c.untilDue, got, c.want)
+		}
+		if got > max(c.untilDue, 0)+ackAlignSlack {
+			t.Errorf("alignedAckDelay(%v) = %v: more than the slack past the due time", c.untilDue, got)
+		}
+	}
+}

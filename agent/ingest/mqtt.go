@@ -213,17 +213,27 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		if cfg.ServerName == "" {
 			cfg.ServerName = u.Hostname()
 		}
-		c, err := tls.DialWithDialer(&d, "tcp", host, cfg)
+		c, err := d.Dial("tcp", host)
 		if err != nil {
 			return nil, err
 		}
-		return newBrokerConn(c, s.connOptions(), s.SessionPresent, &s.AcksSent), nil
+		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		if o.ConnectTimeout > 0 {
+			ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
+		}
+		defer cancel()
+		tc := tls.Client(rawReads(c), cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			return nil, err
+		}
+		return newBrokerConn(tc, s.connOptions(), s.SessionPresent, &s.AcksSent), nil
 	}
 	c, err := d.Dial("tcp", host)
 	if err != nil {
 		return nil, err
 	}
-	return newBrokerConn(c, s.connOptions(), s.SessionPresent, &s.AcksSent), nil
+	return newBrokerConn(rawReads(c), s.connOptions(), s.SessionPresent, &s.AcksSent), nil
 }
 
 // TLSConfig builds a client TLS config from PEM files: a CA to verify the

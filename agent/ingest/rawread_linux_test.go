@@ -1,0 +1,102 @@
+package ingest
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"testing"
+	"time"
+)
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	if server == nil {
+		t.FailNow()
+	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// TestRawReadConnReadsLikeTheConnection: what was written, a read that
+// waits for data, a deadline, the peer's close (EOF) and a close of our
+// own during a blocked read behave as on the net.Conn it wraps.
+func TestRawReadConnReadsLikeTheConnection(t *testing.T) {
+	client, server := tcpPair(t)
+	c := rawReads(client)
+	if _, ok := c.(*rawReadConn); !ok {
+		t.Fatalf("rawReads of a TCP connection returned %T", c)
+	}
+	if _, err := server.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	if n, err := io.ReadAtLeast(c, b, 5); err != nil || string(b[:n]) != "hello" {
+		t.Fatalf("read %q, %v; want hello", b[:n], err)
+	}
+	// A read with nothing there waits for the poller, then gets the data.
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		server.Write([]byte("later"))
+	}()
+	if n, err := io.ReadAtLeast(c, b, 5); err != nil || string(b[:n]) != "later" {
+		t.Fatalf("read %q, %v; want later", b[:n], err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	if _, err := c.Read(b); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v; want os.ErrDeadlineExceeded", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	server.Close()
+	if n, err := c.Read(b); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed: %d, %v; want 0, EOF", n, err)
+	}
+
+	client, _ = tcpPair(t)
+	c = rawReads(client)
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(b)
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // most likely blocked by now; a read that starts after Close fails alike
+	c.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("blocked read after Close: %v; want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a blocked read did not return after Close")
+	}
+}
+
+// TestRawReadsLeavesOtherConnectionsAlone: a connection that is not TCP
+// (a pipe here) is returned as it is.
+func TestRawReadsLeavesOtherConnectionsAlone(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if got := rawReads(a); got != a {
+		t.Fatalf("rawReads(pipe) = %T; want the pipe itself", got)
+	}
+}

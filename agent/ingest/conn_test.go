@@ -22,9 +22,9 @@ func (c *countingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// connPair returns a brokerConn over a loopback TCP connection with the
-// given ack delay, the writes that reached its socket, and the peer's end.
-func connPair(t *testing.T, delay time.Duration) (*brokerConn, *countingConn, net.Conn, *atomic.Uint64) {
+// tcpPair returns the two ends of a loopback TCP connection, closed when
+// the test ends.
+func tcpPair(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -40,19 +40,28 @@ func connPair(t *testing.T, delay time.Duration) (*brokerConn, *countingConn, ne
 		}
 		accepted <- c
 	}()
-	c, err := net.Dial("tcp", l.Addr().String())
+	client, err = net.Dial("tcp", l.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	peer, ok := <-accepted
+	server, ok := <-accepted
 	if !ok {
 		t.Fatal("accept failed")
 	}
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// connPair returns a brokerConn over a loopback TCP connection with the
+// given ack delay, the writes that reached its socket, and the peer's end.
+func connPair(t *testing.T, delay time.Duration) (*brokerConn, *countingConn, net.Conn, *atomic.Uint64) {
+	t.Helper()
+	c, peer := tcpPair(t)
 	cc := &countingConn{Conn: c}
 	var acks atomic.Uint64
 	bc := newBrokerConn(cc, connOptions{}, nil, &acks)
 	bc.ackDelay = delay
-	t.Cleanup(func() { bc.Close(); peer.Close() })
+	t.Cleanup(func() { bc.Close() })
 	return bc, cc, peer, &acks
 }
 

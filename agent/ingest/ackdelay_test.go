@@ -150,3 +150,60 @@ func TestAlignedAckDelay(t *testing.T) {
 		}
 	}
 }
+
+// ackConn is a brokerConn with only its ACK timer, whose ACKs are sent on
+// the returned channel.
+func ackConn(maxAckDelay time.Duration) (*brokerConn, chan time.Time) {
+	acks := make(chan time.Time, 16)
+	c := &brokerConn{maxAckDelay: maxAckDelay, ackNow: func() { acks <- time.Now() }}
+	c.ackTimer = time.AfterFunc(time.Hour, c.sendAck)
+	c.ackTimer.Stop()
+	return c, acks
+}
+
+// TestAlignAckMovesTheACKOnlyEarlier: aligned at once after the read, the
+// ACK goes within half a millisecond (and the slack) of max_ack_delay; a
+// second alignment that would move it later leaves it; and an ACK is sent
+// once per arming.
+func TestAlignAckMovesTheACKOnlyEarlier(t *testing.T) {
+	const delay = 5 * time.Millisecond
+	c, acks := ackConn(delay)
+	start := time.Now()
+	c.armAck()
+	c.alignAck()
+	first := c.ackAt
+	if lo, hi := start.Add(delay-time.Millisecond/2), start.Add(delay+time.Millisecond/2+ackAlignSlack); first.Before(lo) || first.After(hi) {
+		t.Fatalf("aligned ACK at %v after the read; want %v to %v", first.Sub(start), lo.Sub(start), hi.Sub(start))
+	}
+	// 0.3 ms later as many whole milliseconds are left (5.2 of the 5.5),
+	// so aligning again would move the ACK 0.3 ms later: it stays.
+	for time.Since(start) < 300*time.Microsecond {
+	}
+	c.alignAck()
+	if c.ackAt.After(first) {
+		t.Fatalf("a second alignment moved the ACK later, from %v to %v", first.Sub(start), c.ackAt.Sub(start))
+	}
+	at := <-acks
+	if at.Before(c.ackAt) {
+		t.Fatalf("ACK sent at %v, before its time %v", at.Sub(start), c.ackAt.Sub(start))
+	}
+	if c.ackArmed.Load() {
+		t.Fatal("still armed after the ACK")
+	}
+}
+
+// TestAlignAckDoesNotResendAFiredACK: an alignment that comes after the
+// timer fired (the reader saw it armed just before) sends nothing more.
+func TestAlignAckDoesNotResendAFiredACK(t *testing.T) {
+	c, acks := ackConn(time.Millisecond)
+	c.armAck()
+	<-acks
+	c.ackAt = time.Now().Add(time.Hour) // as if armed long ago: any alignment is earlier
+	c.ackDue = time.Now().Add(2 * time.Millisecond)
+	c.alignAck()
+	select {
+	case <-acks:
+		t.Fatal("an alignment after the ACK fired sent a second ACK")
+	case <-time.After(20 * time.Millisecond):
+	}
+}

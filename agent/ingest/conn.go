@@ -57,7 +57,8 @@ type brokerConn struct {
 	ackNow      func()
 	ackTimer    *time.Timer
 	ackArmed    atomic.Bool
-	ackDue      time.Time // see alignAck
+	ackDue      time.Time // when the ACK is due (see alignAck)
+	ackAt       time.Time // when the timer was last set to fire
 	// holding: the read after the last wait found the socket empty, so
 	// the broker holds its sends until our ACK (Nagle). While it does and
 	// our ACK is due, the broker is doing the coalescing and a wait would
@@ -166,8 +167,9 @@ func (c *brokerConn) fill() error {
 	}
 	var err error
 	if c.holding && c.ackArmed.Load() {
-		// The messages just handed on are processed before this read
-		// blocks, so that the agent goes idle right after alignAck.
+		// Let the pipeline take the messages just handed on before this
+		// read blocks (with one P it runs them now), so that the agent
+		// goes idle right after alignAck.
 		runtime.Gosched()
 		c.alignAck()
 		_, err = c.r.Peek(1)
@@ -198,29 +200,43 @@ func (c *brokerConn) fill() error {
 // alignAck to bring it forward.
 func (c *brokerConn) armAck() {
 	if c.ackNow != nil && c.ackArmed.CompareAndSwap(false, true) {
-		c.ackDue = time.Now().Add(c.maxAckDelay + time.Millisecond/2)
+		now := time.Now()
+		c.ackDue = now.Add(c.maxAckDelay + time.Millisecond/2)
+		c.ackAt = now.Add(c.maxAckDelay + time.Millisecond)
 		c.ackTimer.Reset(c.maxAckDelay + time.Millisecond)
 	}
 }
 
 // alignAck runs just before a read that may block while an ACK is armed.
 // It moves the ACK to a whole number of milliseconds from now plus
-// ackAlignSlack (alignedAckDelay), within half a millisecond of
-// maxAckDelay after the read.
+// ackAlignSlack (alignedAckDelay): from about half a millisecond before
+// to half a millisecond after maxAckDelay from the read, or up to a
+// millisecond later when it is due within one.
 //
 // Why: with nothing to run, Go's netpoller sleeps until the next timer in
 // whole milliseconds rounded down (epoll_wait's timeout), so an ACK due in
 // 6.8 ms woke the agent at 6 ms, for nothing, and again at 7: two wake-ups
-// per ACK cycle, ~130 of them wasted each second at any rate. Due a
-// whole number of milliseconds away, give or take the few microseconds
-// until the agent is idle, it is found due by the first wake-up, which the
-// kernel's timer slack (50 µs) makes that late or later. The timer only
-// ever moves earlier: Go defers moving a timer later until its old time
-// comes, which is the wake-up this avoids. With raw reads (rawReadConn), W1
-// at 20k msg/s made a third fewer context switches and cost 10-14% less
-// CPU (same session, alternating).
+// per ACK cycle, ~130 of them wasted each second at any rate. Due a whole
+// number of milliseconds away, give or take the few microseconds until the
+// agent is idle, it is found due by the first wake-up, which the kernel's
+// timer slack (up to 50 µs) usually makes that late. When it does not
+// (another timer expiring first, more than 50 µs of work before going
+// idle), the second wake-up is back, as before. The timer only moves
+// earlier: Go defers moving a timer later until its old time comes, which
+// is the wake-up this avoids. With raw reads (rawReadConn), W1 at 20k
+// msg/s made a third fewer context switches and cost ~10% less CPU (same
+// session, alternating).
 func (c *brokerConn) alignAck() {
-	c.ackTimer.Reset(alignedAckDelay(time.Until(c.ackDue)))
+	now := time.Now()
+	at := now.Add(alignedAckDelay(c.ackDue.Sub(now)))
+	if !at.Before(c.ackAt) {
+		return
+	}
+	// Stop fails once the timer has fired: an ACK sent is not sent again.
+	if c.ackTimer.Stop() {
+		c.ackAt = at
+		c.ackTimer.Reset(at.Sub(now))
+	}
 }
 
 // ackAlignSlack: see alignAck.

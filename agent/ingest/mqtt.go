@@ -213,15 +213,17 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		if cfg.ServerName == "" {
 			cfg.ServerName = u.Hostname()
 		}
-		c, err := d.Dial("tcp", host)
-		if err != nil {
-			return nil, err
-		}
+		// One timeout for the dial and the handshake, as tls.DialWithDialer
+		// has; the TCP connection under TLS reads with raw system calls.
 		ctx, cancel := context.Background(), context.CancelFunc(func() {})
 		if o.ConnectTimeout > 0 {
 			ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
 		}
 		defer cancel()
+		c, err := d.DialContext(ctx, "tcp", host)
+		if err != nil {
+			return nil, err
+		}
 		tc := tls.Client(rawReads(c), cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()

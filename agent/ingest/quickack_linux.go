@@ -3,7 +3,6 @@ package ingest
 import (
 	"net"
 	"syscall"
-	"unsafe"
 )
 
 // quickAcker returns a function that turns on TCP_QUICKACK on c's socket,
@@ -46,12 +45,6 @@ func setQuickAck(c net.Conn, val int) func() {
 	if err != nil {
 		return nil
 	}
-	// A raw system call, for the reason rawReadConn reads with one: the
-	// ACK timer's setsockopt is the first thing the agent does when it
-	// wakes, and through the syscall package it would wake sysmon too.
-	v := int32(val)
-	set := func(fd uintptr) {
-		syscall.RawSyscall6(syscall.SYS_SETSOCKOPT, fd, syscall.IPPROTO_TCP, syscall.TCP_QUICKACK, uintptr(unsafe.Pointer(&v)), 4, 0)
-	}
+	set := func(fd uintptr) { setQuickAckRaw(fd, val) }
 	return func() { _ = raw.Control(set) }
 }

@@ -22,12 +22,17 @@ import (
 // against 1.4-1.5 with raw reads (same session, alternating). A read of a
 // non-blocking socket returns at once, so there is nothing for the
 // scheduler to hand off.
+//
+// Read is for one reader at a time (brokerConn's bufio.Reader, or the
+// tls.Conn over it, which hold their own locks): the call's state is kept
+// in the struct, as a closure per call would be allocated.
 type rawReadConn struct {
 	*net.TCPConn
-	rc    syscall.RawConn
-	p     []byte // the caller's buffer, for read
-	n     int
-	errno syscall.Errno
+	rc     syscall.RawConn
+	readFn func(fd uintptr) bool // c.read, made once
+	p      []byte                // the caller's buffer, for read
+	n      int
+	errno  syscall.Errno
 }
 
 // rawReads returns c with raw reads when it is a TCP connection, else c.
@@ -40,7 +45,9 @@ func rawReads(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawReadConn{TCPConn: tc, rc: rc}
+	c2 := &rawReadConn{TCPConn: tc, rc: rc}
+	c2.readFn = c2.read
+	return c2
 }
 
 func (c *rawReadConn) Read(p []byte) (int, error) {
@@ -48,11 +55,11 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	c.p, c.n, c.errno = p, 0, 0
-	err := c.rc.Read(c.read)
+	err := c.rc.Read(c.readFn)
 	c.p = nil
 	switch {
 	case err != nil:
-		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: err}
+		return 0, err // a *net.OpError already (closed, deadline)
 	case c.errno != 0:
 		return 0, &net.OpError{Op: "read", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", c.errno)}
 	case c.n == 0:

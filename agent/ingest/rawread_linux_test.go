@@ -18,6 +18,10 @@ func TestRawReadConnReadsLikeTheConnection(t *testing.T) {
 	if _, ok := c.(*rawReadConn); !ok {
 		t.Fatalf("rawReads of a TCP connection returned %T", c)
 	}
+	// max_ack_delay and quick_ack still find the socket under it.
+	if ackNower(c) == nil || quickAcker(c) == nil {
+		t.Fatal("ackNower or quickAcker is nil for a raw-read TCP connection")
+	}
 	if _, err := server.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}

@@ -110,8 +110,7 @@ type MQTTInput struct {
 	// MaxAckDelay bounds, while reads are coalesced, how long what the
 	// broker sent goes without a TCP ACK: the agent sends the ACK Linux is
 	// delaying (up to 40 ms, while a Nagle broker holds its next messages)
-	// this long after a read, within half a millisecond either way (see
-	// brokerConn.alignAck); 0 leaves it to the kernel (README, "Latency").
+	// this long after a read; 0 leaves it to the kernel (README, "Latency").
 	MaxAckDelay *Duration     `yaml:"max_ack_delay"`
 	MaxPayload  int           `yaml:"max_payload"` // bytes; larger payloads are dead letters
 	KeepAlive   time.Duration `yaml:"keep_alive"`

@@ -125,85 +125,31 @@ func TestMaxAckDelayBoundsNagleHold(t *testing.T) {
 	t.Logf("max_ack_delay 0: longest wait %v", worst)
 }
 
-// TestAlignedAckDelay: whole milliseconds plus the slack, never more than
-// the slack past the due time, and what is due within a millisecond as it
-// is.
-func TestAlignedAckDelay(t *testing.T) {
-	us := time.Microsecond
-	for _, c := range []struct{ untilDue, want time.Duration }{
-		{6800 * us, 6050 * us},
-		{6050 * us, 6050 * us},
-		{6020 * us, 6050 * us}, // 30 µs late, within the slack
-		{7000 * us, 7050 * us},
-		{1050 * us, 1050 * us},
-		{1049 * us, 1049 * us},
-		{300 * us, 300 * us},
-		{0, 0},
-		{-2 * time.Millisecond, 0},
-	} {
-		got := alignedAckDelay(c.untilDue)
-		if got != c.want {
-			t.Errorf("alignedAckDelay(%v) = %v; want %v", c.untilDue, got, c.want)
-		}
-		if got > max(c.untilDue, 0)+ackAlignSlack {
-			t.Errorf("alignedAckDelay(%v) = %v: more than the slack past the due time", c.untilDue, got)
-		}
-	}
-}
-
-// ackConn is a brokerConn with only its ACK timer, whose ACKs are sent on
-// the returned channel.
-func ackConn(maxAckDelay time.Duration) (*brokerConn, chan time.Time) {
-	acks := make(chan time.Time, 16)
-	c := &brokerConn{maxAckDelay: maxAckDelay, ackNow: func() { acks <- time.Now() }}
-	c.ackTimer = time.AfterFunc(time.Hour, c.sendAck)
-	c.ackTimer.Stop()
-	return c, acks
-}
-
-// TestAlignAckMovesTheACKOnlyEarlier: aligned at once after the read, the
-// ACK goes within half a millisecond (and the slack) of max_ack_delay; a
-// second alignment that would move it later leaves it; and an ACK is sent
-// once per arming.
-func TestAlignAckMovesTheACKOnlyEarlier(t *testing.T) {
-	const delay = 5 * time.Millisecond
-	c, acks := ackConn(delay)
+// TestAckTimerFiresOnceAfterTheDelay: the ACK timer calls its function
+// once per Reset, not before the delay; a Reset before it fires moves it;
+// after Close a Reset does nothing.
+func TestAckTimerFiresOnceAfterTheDelay(t *testing.T) {
+	fired := make(chan time.Time, 4)
+	at := newAckTimer(func() { fired <- time.Now() })
+	const d = 5 * time.Millisecond
 	start := time.Now()
-	c.armAck()
-	c.alignAck()
-	first := c.ackAt
-	if lo, hi := start.Add(delay-time.Millisecond/2), start.Add(delay+time.Millisecond/2+ackAlignSlack); first.Before(lo) || first.After(hi) {
-		t.Fatalf("aligned ACK at %v after the read; want %v to %v", first.Sub(start), lo.Sub(start), hi.Sub(start))
+	at.Reset(d)
+	if got := (<-fired).Sub(start); got < d {
+		t.Fatalf("fired %v after Reset(%v)", got, d)
 	}
-	// 0.3 ms later as many whole milliseconds are left (5.2 of the 5.5),
-	// so aligning again would move the ACK 0.3 ms later: it stays.
-	for time.Since(start) < 300*time.Microsecond {
+	start = time.Now()
+	at.Reset(time.Hour)
+	at.Reset(d) // moves it: one expiry, after d
+	if got := (<-fired).Sub(start); got < d || got > time.Hour/2 {
+		t.Fatalf("fired %v after Reset(1h), Reset(%v)", got, d)
 	}
-	c.alignAck()
-	if c.ackAt.After(first) {
-		t.Fatalf("a second alignment moved the ACK later, from %v to %v", first.Sub(start), c.ackAt.Sub(start))
+	if err := at.Close(); err != nil {
+		t.Fatal(err)
 	}
-	at := <-acks
-	if at.Before(c.ackAt) {
-		t.Fatalf("ACK sent at %v, before its time %v", at.Sub(start), c.ackAt.Sub(start))
-	}
-	if c.ackArmed.Load() {
-		t.Fatal("still armed after the ACK")
-	}
-}
-
-// TestAlignAckDoesNotResendAFiredACK: an alignment that comes after the
-// timer fired (the reader saw it armed just before) sends nothing more.
-func TestAlignAckDoesNotResendAFiredACK(t *testing.T) {
-	c, acks := ackConn(time.Millisecond)
-	c.armAck()
-	<-acks
-	c.ackAt = time.Now().Add(time.Hour) // as if armed long ago: any alignment is earlier
-	c.ackDue = time.Now().Add(2 * time.Millisecond)
-	c.alignAck()
+	at.Reset(time.Millisecond)
 	select {
-	case <-acks:
-		t.Fatal("an alignment after the ACK fired sent a second ACK")
-	case <-time.After(20 * time.Millisecond):
+	case <-fired:
+		t.Fatal("fired again: once per Reset, and nothing after Close")
+	case <-time.After(30 * time.Millisecond):
 	}
 }

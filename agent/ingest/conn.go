@@ -3,7 +3,6 @@ package ingest
 import (
 	"bufio"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,10 +54,8 @@ type brokerConn struct {
 	// timing.
 	maxAckDelay time.Duration
 	ackNow      func()
-	ackTimer    *time.Timer
+	ackTimer    delayTimer
 	ackArmed    atomic.Bool
-	ackDue      time.Time // when the ACK is due (see alignAck)
-	ackAt       time.Time // when the timer was last set to fire
 	// holding: the read after the last wait found the socket empty, so
 	// the broker holds its sends until our ACK (Nagle). While it does and
 	// our ACK is due, the broker is doing the coalescing and a wait would
@@ -98,8 +95,7 @@ func newBrokerConn(c net.Conn, o connOptions, onConnack func(bool), acks *atomic
 	if o.coalesce > 0 && !o.quickAck && o.maxAckDelay > 0 {
 		if bc.ackNow = ackNower(c); bc.ackNow != nil {
 			bc.maxAckDelay = o.maxAckDelay
-			bc.ackTimer = time.AfterFunc(time.Hour, bc.sendAck)
-			bc.ackTimer.Stop()
+			bc.ackTimer = newAckTimer(bc.sendAck)
 		}
 	}
 	return bc
@@ -167,11 +163,6 @@ func (c *brokerConn) fill() error {
 	}
 	var err error
 	if c.holding && c.ackArmed.Load() {
-		// Let the pipeline take the messages just handed on before this
-		// read blocks (with one P it runs them now), so that the agent
-		// goes idle right after alignAck.
-		runtime.Gosched()
-		c.alignAck()
 		_, err = c.r.Peek(1)
 		// Data that came while our ACK was still to go was not held for
 		// it (a TCP_NODELAY broker after a pause, or Nagle sending full
@@ -182,9 +173,6 @@ func (c *brokerConn) fill() error {
 		// empty: a Nagle broker holding its sends, or a pause in traffic.
 		c.wait()
 		woke := time.Now()
-		if c.ackArmed.Load() {
-			c.alignAck()
-		}
 		_, err = c.r.Peek(1)
 		c.holding = time.Since(woke) > c.coalesce
 	}
@@ -195,63 +183,30 @@ func (c *brokerConn) fill() error {
 }
 
 // armAck starts the maxAckDelay timer after a socket read that returned
-// data, unless it runs already. It is set half a millisecond beyond the
-// ACK's due time (itself maxAckDelay plus half a millisecond), for
-// alignAck to bring it forward.
+// data, unless it runs already.
 func (c *brokerConn) armAck() {
 	if c.ackNow != nil && c.ackArmed.CompareAndSwap(false, true) {
-		now := time.Now()
-		c.ackDue = now.Add(c.maxAckDelay + time.Millisecond/2)
-		c.ackAt = now.Add(c.maxAckDelay + time.Millisecond)
-		c.ackTimer.Reset(c.maxAckDelay + time.Millisecond)
+		c.ackTimer.Reset(c.maxAckDelay)
 	}
 }
 
-// alignAck runs just before a read that may block while an ACK is armed.
-// It moves the ACK to a whole number of milliseconds from now plus
-// ackAlignSlack (alignedAckDelay): from about half a millisecond before
-// to half a millisecond after maxAckDelay from the read, or up to a
-// millisecond later when it is due within one.
-//
-// Why: with nothing to run, Go's netpoller sleeps until the next timer in
-// whole milliseconds rounded down (epoll_wait's timeout), so an ACK due in
-// 6.8 ms woke the agent at 6 ms, for nothing, and again at 7: two wake-ups
-// per ACK cycle, ~130 of them wasted each second at any rate. Due a whole
-// number of milliseconds away, give or take the few microseconds until the
-// agent is idle, it is found due by the first wake-up, which the kernel's
-// timer slack (up to 50 µs) usually makes that late. When it does not
-// (another timer expiring first, more than 50 µs of work before going
-// idle), the second wake-up is back, as before. The timer only moves
-// earlier: Go defers moving a timer later until its old time comes, which
-// is the wake-up this avoids. With raw reads (rawReadConn), W1 at 20k
-// msg/s made a third fewer context switches and cost ~10% less CPU (same
-// session, alternating).
-func (c *brokerConn) alignAck() {
-	now := time.Now()
-	at := now.Add(alignedAckDelay(c.ackDue.Sub(now)))
-	if !at.Before(c.ackAt) {
-		return
-	}
-	// Stop fails once the timer has fired: an ACK sent is not sent again.
-	if c.ackTimer.Stop() {
-		c.ackAt = at
-		c.ackTimer.Reset(at.Sub(now))
-	}
+// delayTimer calls its function a delay after each Reset (see newAckTimer).
+type delayTimer interface {
+	Reset(time.Duration)
+	Close() error
 }
 
-// ackAlignSlack: see alignAck.
-const ackAlignSlack = 50 * time.Microsecond
+// goTimer is a delayTimer on time.AfterFunc.
+type goTimer struct{ t *time.Timer }
 
-// alignedAckDelay returns the delay to set for an ACK due in untilDue:
-// whole milliseconds plus ackAlignSlack, at most ackAlignSlack past the due
-// time; or, due within a millisecond, untilDue (a wait shorter than a
-// millisecond is one wait of a millisecond).
-func alignedAckDelay(untilDue time.Duration) time.Duration {
-	if untilDue < time.Millisecond+ackAlignSlack {
-		return max(untilDue, 0)
-	}
-	return untilDue.Truncate(time.Millisecond) + ackAlignSlack
+func newGoTimer(fire func()) delayTimer {
+	t := time.AfterFunc(time.Hour, fire)
+	t.Stop()
+	return goTimer{t}
 }
+
+func (g goTimer) Reset(d time.Duration) { g.t.Reset(d) }
+func (g goTimer) Close() error          { g.t.Stop(); return nil }
 
 func (c *brokerConn) wait() {
 	c.waits++
@@ -354,7 +309,7 @@ func (c *brokerConn) timedFlush() {
 // the connection to end a write that is stuck), and closes the connection.
 func (c *brokerConn) Close() error {
 	if c.ackTimer != nil {
-		c.ackTimer.Stop()
+		c.ackTimer.Close()
 	}
 	if c.wmu.TryLock() {
 		if len(c.wbuf) > 0 && c.werr == nil {

@@ -13,3 +13,7 @@ func ackNower(net.Conn) func() { return nil }
 
 // rawReads: see rawread_linux.go; elsewhere reads go through the runtime.
 func rawReads(c net.Conn) net.Conn { return c }
+
+// newAckTimer: no ACK timer runs elsewhere (ackNower is nil); time.AfterFunc's
+// would do.
+func newAckTimer(fire func()) delayTimer { return newGoTimer(fire) }

@@ -76,3 +76,40 @@ func TestRawReadsLeavesOtherConnectionsAlone(t *testing.T) {
 		t.Fatalf("rawReads(pipe) = %T; want the pipe itself", got)
 	}
 }
+
+// TestNewAckTimerIsATimerfd: on Linux the ACK timer is a timerfd (the
+// Go timer is the fallback where timerfds are refused).
+func TestNewAckTimerIsATimerfd(t *testing.T) {
+	at := newAckTimer(func() {})
+	defer at.Close()
+	if _, ok := at.(*fdTimer); !ok {
+		t.Fatalf("newAckTimer returned %T; want *fdTimer", at)
+	}
+}
+
+// TestBrokerConnCloseReleasesTheAckTimer: a connection's timerfd (and the
+// goroutine reading it) go with the connection; paho makes one per
+// reconnect.
+func TestBrokerConnCloseReleasesTheAckTimer(t *testing.T) {
+	openFDs := func() int {
+		es, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(es)
+	}
+	o := connOptions{coalesce: time.Millisecond, maxAckDelay: 5 * time.Millisecond}
+	before := openFDs()
+	for range 20 {
+		client, _ := tcpPair(t)
+		bc := newBrokerConn(client, o, nil, nil)
+		if _, ok := bc.ackTimer.(*fdTimer); !ok {
+			t.Fatalf("ACK timer %T; want *fdTimer", bc.ackTimer)
+		}
+		bc.Close()
+	}
+	// tcpPair's server ends close when the test ends: 20 of them remain.
+	if got := openFDs() - before; got != 20 {
+		t.Fatalf("%d more open descriptors after 20 connections closed; want 20 (the peers' ends)", got)
+	}
+}

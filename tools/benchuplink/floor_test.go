@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluiceio/sluice/internal/testenv"
@@ -21,21 +20,11 @@ func TestFloorPublisherStoresEveryRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Shutdown()
-	nc, err := nats.Connect(s.ClientURL())
+	ns, err := openStream(s.ClientURL(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	defer ns.close()
 
 	p, err := dialFloor(s.ClientURL())
 	if err != nil {
@@ -62,15 +51,13 @@ func TestFloorPublisherStoresEveryRecord(t *testing.T) {
 		t.Fatalf("the last batch again: %v", err)
 	}
 
-	info, err := st.Info(ctx)
-	if err != nil {
+	if err := ns.check(size * batches); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := info.State.Msgs, uint64(size*batches); got != want {
-		t.Fatalf("stream holds %d messages, want %d", got, want)
-	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	for _, seq := range []uint64{1, size, size + 1, size * batches} {
-		m, err := st.GetMsg(ctx, seq)
+		m, err := ns.st.GetMsg(ctx, seq)
 		if err != nil {
 			t.Fatalf("stream seq %d: %v", seq, err)
 		}

@@ -314,12 +314,24 @@ func startStream(batched bool) (*natsStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(url)
+	ns, err := openStream(url, batched)
 	if err != nil {
 		stop()
 		return nil, err
 	}
-	ns := &natsStream{url: url, close: func() { nc.Close(); stop() }}
+	closeConn := ns.close
+	ns.close = func() { closeConn(); stop() }
+	return ns, nil
+}
+
+// openStream connects to the server at url and creates the stream; close
+// closes the connection.
+func openStream(url string, batched bool) (*natsStream, error) {
+	nc, err := nats.Connect(url)
+	if err != nil {
+		return nil, err
+	}
+	ns := &natsStream{url: url, close: nc.Close}
 	js, err := jetstream.New(nc)
 	if err == nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -327,7 +339,7 @@ func startStream(batched bool) (*natsStream, error) {
 		ns.st, err = js.CreateStream(ctx, jetstream.StreamConfig{Name: "BENCH", Subjects: []string{"bench.>"}, Storage: jetstream.FileStorage, AllowBatchPublish: batched})
 	}
 	if err != nil {
-		ns.close()
+		nc.Close()
 		return nil, err
 	}
 	return ns, nil

@@ -1,10 +1,11 @@
 // Package benchutil holds what the benchmark commands (tools/bench,
 // tools/benchingest, tools/benchuplink) share: CPU time of processes and of
-// the machine, read from /proc (Linux only, as the benchmarks are), and the
-// median of runs.
+// the machine, bytes written to storage and other /proc figures (Linux
+// only, as the benchmarks are), and the median of runs.
 package benchutil
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -83,3 +84,35 @@ func (c Clock) Machine() (busy, steal time.Duration, err error) {
 }
 
 func (c Clock) ticks(n int64) time.Duration { return time.Duration(n * int64(time.Second) / c.Hz) }
+
+// WrittenBytes returns the bytes process pid has caused to be written to
+// storage so far (write_bytes of /proc/<pid>/io: counted when the process
+// dirties a page of a file, so a page dirtied again before the kernel wrote
+// it back counts once).
+func WrittenBytes(pid int) (float64, error) { return ProcNumber(pid, "io", "write_bytes") }
+
+// ProcNumber returns the number of field in /proc/<pid>/<file>, a file of
+// "name: value [kB]" lines.
+func ProcNumber(pid int, file, field string) (float64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
+	if err != nil {
+		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok || name != field {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+		if err != nil {
+			return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
+		}
+		return v, nil
+	}
+	if err := sc.Err(); err != nil {
+		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
+	}
+	return 0, fmt.Errorf("%s of pid %d: not in /proc/%d/%s", field, pid, pid, file)
+}

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"log"
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/sluiceio/sluice/internal/benchutil"
@@ -23,40 +19,8 @@ func (c clock) cpu(pid int) (time.Duration, error) { return c.CPU(pid) }
 // memMiB returns a memory field of /proc/<pid>/status ("VmRSS", "VmHWM")
 // in MiB.
 func memMiB(pid int, field string) (float64, error) {
-	kb, err := procNumber(pid, "status", field)
+	kb, err := benchutil.ProcNumber(pid, "status", field)
 	return kb / 1024, err
-}
-
-// writtenBytes returns the bytes process pid has caused to be written to
-// storage so far (write_bytes of /proc/<pid>/io: counted when the process
-// dirties a page of a file, so a page dirtied again before the kernel wrote
-// it back counts once).
-func writtenBytes(pid int) (float64, error) { return procNumber(pid, "io", "write_bytes") }
-
-// procNumber returns the number of field in /proc/<pid>/<file>, a file of
-// "name: value [kB]" lines.
-func procNumber(pid int, file, field string) (float64, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/%s", pid, file))
-	if err != nil {
-		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		name, rest, ok := strings.Cut(sc.Text(), ":")
-		if !ok || name != field {
-			continue
-		}
-		v, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
-		if err != nil {
-			return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
-		}
-		return v, nil
-	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("%s of pid %d: %w", field, pid, err)
-	}
-	return 0, fmt.Errorf("%s of pid %d: not in /proc/%d/%s", field, pid, pid, file)
 }
 
 // machine returns the time all CPUs spent busy and stolen.

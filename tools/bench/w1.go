@@ -103,7 +103,7 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 	if err != nil {
 		return r, err
 	}
-	written0, err := writtenBytes(agent.pid())
+	written0, err := benchutil.WrittenBytes(agent.pid())
 	if err != nil {
 		return r, err
 	}
@@ -132,7 +132,7 @@ func (b *bench) measure(ctx context.Context, r w1Run, dir string, broker *testen
 		return r, err
 	}
 	r.mallocs = m1 - m0
-	written1, err := writtenBytes(agent.pid())
+	written1, err := benchutil.WrittenBytes(agent.pid())
 	if err != nil {
 		return r, err
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/sluiceio/sluice/internal/benchutil"
 )
 
 // w1aSettle is how long the upstream count must stay still after the
@@ -51,7 +53,7 @@ func (b *bench) w1aRun(ctx context.Context, attempt int, last bool) (quiet bool,
 	if err != nil {
 		return false, err
 	}
-	written0, err := writtenBytes(agent.pid())
+	written0, err := benchutil.WrittenBytes(agent.pid())
 	if err != nil {
 		return false, err
 	}
@@ -66,7 +68,7 @@ func (b *bench) w1aRun(ctx context.Context, attempt int, last bool) (quiet bool,
 	if err != nil {
 		return false, err
 	}
-	written1, err := writtenBytes(agent.pid())
+	written1, err := benchutil.WrittenBytes(agent.pid())
 	if err != nil {
 		return false, err
 	}

@@ -18,11 +18,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/sluiceio/sluice/buffer"
+	"github.com/sluiceio/sluice/internal/benchutil"
 )
 
 func main() {
@@ -95,17 +95,10 @@ func main() {
 }
 
 // writeBytes returns the bytes this process caused to be written to storage.
-func writeBytes() int64 {
-	b, err := os.ReadFile("/proc/self/io")
+func writeBytes() float64 {
+	n, err := benchutil.WrittenBytes(os.Getpid())
 	if err != nil {
-		log.Fatalf("read /proc/self/io: %v", err)
+		log.Fatal(err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "write_bytes: "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	log.Fatal("no write_bytes in /proc/self/io")
-	return 0
+	return n
 }

@@ -63,14 +63,14 @@ func newAckTimer(fire func()) delayTimer {
 
 func (t *fdTimer) run() {
 	var n [8]byte // the expiry count, which only says that it expired
+	var errno syscall.Errno
 	read := func(fd uintptr) bool {
-		_, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&n[0])), 8)
-		return e != syscall.EAGAIN && e != syscall.EINTR
+		_, errno = rawRead(fd, n[:])
+		return errno != syscall.EAGAIN
 	}
-	for {
-		if err := t.rc.Read(read); err != nil {
-			return // closed
-		}
+	// Until Close; a timerfd that fails a read (it cannot, short of a bad
+	// descriptor) leaves the ACKs to the kernel's delayed ACK.
+	for t.rc.Read(read) == nil && errno == 0 {
 		t.fire()
 	}
 }

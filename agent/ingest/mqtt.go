@@ -215,11 +215,12 @@ func (s *MQTT) dial(u *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
 		}
 		// One timeout for the dial and the handshake, as tls.DialWithDialer
 		// has; the TCP connection under TLS reads with raw system calls.
-		ctx, cancel := context.Background(), context.CancelFunc(func() {})
+		ctx := context.Background()
 		if o.ConnectTimeout > 0 {
+			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, o.ConnectTimeout)
+			defer cancel()
 		}
-		defer cancel()
 		c, err := d.DialContext(ctx, "tcp", host)
 		if err != nil {
 			return nil, err

@@ -70,18 +70,21 @@ func (c *rawReadConn) Read(p []byte) (int, error) {
 
 // read runs with the descriptor; false: nothing to read yet, wait.
 func (c *rawReadConn) read(fd uintptr) bool {
+	c.n, c.errno = rawRead(fd, c.p)
+	if c.errno == syscall.EAGAIN {
+		c.errno = 0
+		return false
+	}
+	return true
+}
+
+// rawRead is read(2) on fd as a raw system call, retried when a signal
+// interrupts it.
+func rawRead(fd uintptr, p []byte) (int, syscall.Errno) {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&c.p[0])), uintptr(len(c.p)))
-		switch e {
-		case 0:
-			c.n = int(n)
-			return true
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+		if e != syscall.EINTR {
+			return int(n), e
 		}
-		c.errno = e
-		return true
 	}
 }
